@@ -1,0 +1,7 @@
+"""monai-stroke: non-contrast head CT -> hemorrhage check -> ASPECTS regions -> report."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,1 @@
+"""monai_stroke.evaluation (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""monai_stroke.inference (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""monai_stroke.io (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""monai_stroke.manifests (see docs/ARCHITECTURE.md)."""

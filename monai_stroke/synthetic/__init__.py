@@ -1,0 +1,1 @@
+"""monai_stroke.synthetic (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""monai_stroke.transfer (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""monai_stroke.transforms (see docs/ARCHITECTURE.md)."""
