@@ -1,1 +1,48 @@
-"""monai_stroke.transforms (see docs/ARCHITECTURE.md)."""
+"""MONAI transforms of the pre-processing (issue #4): windowing, lesion concatenation, augmentation.
+
+Arrays are channel-first ``(C, X, Y, Z)`` with ``Z`` the slice axis (docs/ARCHITECTURE.md). Each transform
+has an array and a dictionary version and works on numpy, torch and MetaTensor input.
+"""
+
+from __future__ import annotations
+
+from monai_stroke.transforms.augment import MAX_NOISE_STD_HU, RequireHUd, train_augmentation
+from monai_stroke.transforms.intensity import (
+    HEMORRHAGE_WINDOWS,
+    HU_WINDOW_GROUPS,
+    HU_WINDOW_PRESETS,
+    WINDOWS_META_KEY,
+    HUWindow,
+    HUWindowd,
+    parse_windows,
+)
+from monai_stroke.transforms.slices import (
+    SLICE_INDEX_KEY,
+    SLICE_INDICES_META_KEY,
+    LesionConcat,
+    LesionConcatd,
+    SliceSamplesd,
+    neighbour_indices,
+)
+
+__all__ = [
+    # intensity
+    "HU_WINDOW_PRESETS",
+    "HU_WINDOW_GROUPS",
+    "HEMORRHAGE_WINDOWS",
+    "WINDOWS_META_KEY",
+    "parse_windows",
+    "HUWindow",
+    "HUWindowd",
+    # slices
+    "SLICE_INDEX_KEY",
+    "SLICE_INDICES_META_KEY",
+    "neighbour_indices",
+    "LesionConcat",
+    "LesionConcatd",
+    "SliceSamplesd",
+    # augmentation
+    "MAX_NOISE_STD_HU",
+    "RequireHUd",
+    "train_augmentation",
+]
