@@ -52,6 +52,8 @@ __all__ = [
     "read_rsna_slices",
     "read_rsna_labels",
     "cross_check_regions",
+    "check_manifest_report",
+    "raise_for_problems",
 ]
 
 #: Dataset splits; a patient belongs to exactly one.
@@ -309,7 +311,9 @@ def _check_path(
         is_nifti = value.lower().endswith(NIFTI_SUFFIXES)
         if not path.exists():
             problems.add(
-                row, column, f"{value!r} does not exist (paths are relative to the manifest's folder {base_dir.resolve()})"
+                row,
+                column,
+                f"{value!r} does not exist (paths are relative to the manifest's folder {base_dir.resolve()})",
             )
         elif path.is_dir():
             if want == "nifti":
@@ -341,6 +345,17 @@ def _validate_cohort(table: pd.DataFrame, problems: _Problems, base_dir: Path, c
         return f"patient {r['patient_id']!r} is listed again (first at row {first}); give one row per patient"
 
     _check_unique(table.loc[has_id], ["patient_id"], problems, repeated)
+    # two patients on one series would put the same images in two splits
+    series = table.loc[has_series, ["series_dir"]].assign(series_dir=lambda t: t["series_dir"].map(os.path.normpath))
+    _check_unique(
+        series.join(table["patient_id"]),
+        ["series_dir"],
+        problems,
+        lambda r, first: (
+            f"{table.at[r.name, 'series_dir']!r} is also the series of patient "
+            f"{table.at[first, 'patient_id']!r} at row {first}; each patient needs their own series"
+        ),
+    )
     if check_files:
         _check_path(base_dir, table, "series_dir", problems, "series", has_series)
         if "lesion_mask" in table.columns:
@@ -389,7 +404,9 @@ def _validate_rsna_slices(table: pd.DataFrame, problems: _Problems, base_dir: Pa
     if check_files and "dicom_path" in table.columns:
         for row, value in table.loc[table["dicom_path"] != "", "dicom_path"].items():
             if not (base_dir / value).is_file():
-                problems.add(row, "dicom_path", f"{value!r} does not exist (paths are relative to {base_dir.resolve()})")
+                problems.add(
+                    row, "dicom_path", f"{value!r} does not exist (paths are relative to {base_dir.resolve()})"
+                )
     if good.all():
         _check_series_order(typed, problems)
     return typed
