@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pydicom
+import pydicom.config
 from pydicom.errors import InvalidDicomError
 
 from monai_stroke.errors import UserInputError
@@ -72,6 +73,8 @@ _MAX_NORMAL_ANGLE_DEG = 1.0
 # two images closer than this along the normal are at the same place
 _SAME_POSITION_MM = 1e-3
 _LISTED = 10
+# below this many files, starting worker processes costs more than it saves
+_MIN_FILES_FOR_WORKERS = 1000
 
 
 @dataclass(frozen=True)
@@ -140,18 +143,20 @@ def _floats(value: object, n: int) -> tuple[float, ...]:
 def _read_header(path: str) -> _Header:
     """The header fields the converter needs; a problem becomes ``error`` (so a worker process never raises)."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-        sop = str(ds.get("SOPInstanceUID", "") or "")
-        if not sop and getattr(ds, "file_meta", None) is not None:
-            sop = str(ds.file_meta.get("MediaStorageSOPInstanceUID", "") or "")
-        return _Header(
-            path=path,
-            sop_uid=sop.strip(),
-            study_uid=str(ds.get("StudyInstanceUID", "") or "").strip(),
-            series_uid=str(ds.get("SeriesInstanceUID", "") or "").strip(),
-            position=_floats(ds.get("ImagePositionPatient"), 3),
-            orientation=_floats(ds.get("ImageOrientationPatient"), 6),
-        )
+        # RSNA stores "ID_<hex>" in UID elements; pydicom would warn once per file (750k lines) about each
+        with pydicom.config.disable_value_validation():
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+            sop = str(ds.get("SOPInstanceUID", "") or "")
+            if not sop and getattr(ds, "file_meta", None) is not None:
+                sop = str(ds.file_meta.get("MediaStorageSOPInstanceUID", "") or "")
+            return _Header(
+                path=path,
+                sop_uid=sop.strip(),
+                study_uid=str(ds.get("StudyInstanceUID", "") or "").strip(),
+                series_uid=str(ds.get("SeriesInstanceUID", "") or "").strip(),
+                position=_floats(ds.get("ImagePositionPatient"), 3),
+                orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+            )
     except InvalidDicomError:
         return _Header(path=path, error="is not a DICOM file (no DICM preamble)")
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt files raise many different errors
@@ -177,7 +182,7 @@ def _list_files(folders: Sequence[Path], exclude: set[Path]) -> tuple[list[str],
 
 
 def _read_headers(files: list[str], workers: int) -> list[_Header]:
-    if workers <= 1 or len(files) < 1000:
+    if workers <= 1 or len(files) < _MIN_FILES_FOR_WORKERS:
         return [_read_header(f) for f in files]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(_read_header, files, chunksize=256))
