@@ -21,7 +21,6 @@ including case.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -185,17 +184,18 @@ def _read_table(path: Path, problems: _Problems) -> pd.DataFrame | None:
         problems.add(None, None, "is a folder; give the CSV file")
         return None
     try:
-        # the header is read on its own so that repeated column names are caught (pandas would rename them)
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            header = next(csv.reader(f), None)
-        table = pd.read_csv(
+        # header=None: the header is data row 0, so a later row with more fields is an error instead of pandas
+        # silently turning the first column into an index, and repeated names are not renamed
+        raw = pd.read_csv(
             path,
+            header=None,
+            index_col=False,
             dtype=str,
             keep_default_na=False,
             skip_blank_lines=False,
             encoding="utf-8-sig",
         )
-    except (UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError as exc:
         problems.add(None, None, f"is not a UTF-8 CSV text file ({type(exc).__name__}); export it as CSV UTF-8")
         return None
     except pd.errors.EmptyDataError:
@@ -209,7 +209,7 @@ def _read_table(path: Path, problems: _Problems) -> pd.DataFrame | None:
         else:
             problems.add(None, None, f"cannot be parsed as CSV ({' '.join(str(exc).split())})")
         return None
-    header = [h.strip() for h in header or []]
+    header = [str(h).strip() for h in raw.iloc[0]]
     if not any(header):
         problems.add(1, None, "the header row is empty; a manifest starts with a header row")
         return None
@@ -217,6 +217,7 @@ def _read_table(path: Path, problems: _Problems) -> pd.DataFrame | None:
     if repeated:
         problems.add(1, None, f"column {_quoted(repeated)} appears more than once in the header")
         return None
+    table = raw.iloc[1:]
     table.columns = header
     table.index = pd.RangeIndex(_FIRST_ROW, _FIRST_ROW + len(table), name="row")
     for column in table.columns:
