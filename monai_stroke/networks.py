@@ -249,14 +249,15 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"pretrained weights file {str(path)!r} not found; monai-stroke never downloads weights - put the file "
             "there or pass pretrained_weights=None"
         )
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             obj: Any = load_file(str(path), device="cpu")
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, ValueError, EOFError) as exc:
+    except (pickle.UnpicklingError, SafetensorError, RuntimeError, OSError, ValueError, EOFError) as exc:
         raise UserInputError(
             f"cannot read weights from {str(path)!r} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "
             "save a plain state_dict with torch.save(net.state_dict(), path) or as .safetensors"
