@@ -140,6 +140,10 @@ def _merge(entries: dict[str, dict[str, Any]], updates: Mapping[str, Any], sourc
                 f"{source}: task {name!r} has unknown key {', '.join(unknown)}; use {', '.join(_KEYS)}"
             )
         merged = {**entries.get(str(name), {}), **entry}
+        if str(name) in entries and "description" not in entry:
+            # the built-in description states the paper's numbers; say which ones this file replaced
+            changed = ", ".join(f"{k}={entry[k]}" for k in entry)
+            merged["description"] = f"{merged.get('description', '')} [overridden by {source}: {changed}]".strip()
         missing = [k for k in _KEYS if k not in merged and k != "description"]
         if missing:
             raise UserInputError(f"{source}: new task {name!r} lacks {', '.join(missing)}")
