@@ -133,7 +133,8 @@ def create_network(
         in_channels: input channels (e.g. 3 windows x 3 slices = 9 for the hemorrhage network).
         num_outputs: outputs of ``last_linear`` (6 for hemorrhage: any + 5 subtypes; 1 per binary ischemic task).
         pretrained_weights: optional local file (``.pt``/``.pth``/``.ckpt`` read with ``weights_only=True``, or
-            ``.safetensors``); see :func:`load_pretrained_weights`. Never downloaded.
+            ``.safetensors``); see :func:`load_pretrained_weights`. Never downloaded. ``None`` or ``""``: random
+            initialisation.
         spatial_dims: 2 for slice/crop classification (the paper), 3 for volumes (only without 2D weights).
 
     Returns:
@@ -171,7 +172,7 @@ def create_network(
         "num_outputs": int(num_outputs),
         "spatial_dims": spatial_dims,
     }
-    if pretrained_weights is not None:
+    if pretrained_weights not in (None, ""):  # "" from a command-line override means none
         report = load_pretrained_weights(net, pretrained_weights)
         logger.info("%s", report.summary())
     return net

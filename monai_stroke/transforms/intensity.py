@@ -132,7 +132,8 @@ class HUWindow(Transform):
 
     def __init__(self, windows: WindowSpec, output: str = "float") -> None:
         if output not in ("float", "uint8"):
-            raise UserInputError(f"HUWindow output must be 'float' or 'uint8', got {output!r}")
+            hint = "; for one window pass windows=(center, width)" if not isinstance(output, str) else ""
+            raise UserInputError(f"HUWindow output must be 'float' or 'uint8', got {output!r}{hint}")
         self.windows = parse_windows(windows)
         self.output = output
 

@@ -125,6 +125,7 @@ def test_metatensor_keeps_meta_and_records_windows() -> None:
         ([(40, 20, 3)], "float", "not a (center, width) pair"),
         ((40, 20), "int8", "output must be 'float' or 'uint8'"),
         ([], "float", "no HU window"),
+        (40, 20, "for one window pass windows=(center, width)"),  # HUWindow(center, width) is a common slip
     ],
 )
 def test_bad_window_specs_are_user_errors(windows, output: str, message: str) -> None:
