@@ -99,6 +99,8 @@ def parse_windows(windows: WindowSpec) -> tuple[tuple[float, float], ...]:
     Raises:
         UserInputError: an unknown name, a malformed pair, or a width that is not positive.
     """
+    if isinstance(windows, (np.ndarray, torch.Tensor)):
+        windows = windows.tolist()
     if isinstance(windows, str) and windows in HU_WINDOW_GROUPS:
         return tuple(HU_WINDOW_PRESETS[n] for n in HU_WINDOW_GROUPS[windows])
     if isinstance(windows, (str, Mapping)):

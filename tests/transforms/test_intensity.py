@@ -100,6 +100,7 @@ def test_presets_and_group_order() -> None:
         (40.0, 30.0),
     )
     assert parse_windows([40, 20]) == ((40.0, 20.0),)  # a YAML list [40, 20] is one window
+    assert parse_windows(np.array([[40, 20], [40, 30]])) == ((40.0, 20.0), (40.0, 30.0))
     hu = np.asarray([[[0.0, 40.0, 100.0]]], dtype=np.float32)
     out = HUWindow("hemorrhage")(hu)
     np.testing.assert_allclose(out[:, 0, 1], [0.5, (40 - (80 - 100)) / 200, (40 - (600 - 1400)) / 2800], atol=1e-6)
