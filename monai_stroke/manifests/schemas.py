@@ -80,7 +80,8 @@ NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 # at most this many rows are listed for one kind of problem in one column; the rest are counted, so that a
 # wholly wrong 4.5-million-row RSNA file does not print 4.5 million lines
 _MAX_ROWS_PER_PROBLEM = 20
-_RSNA_ID = re.compile(rf"^(ID_[^\s,]+)_({'|'.join(HEMORRHAGE_LABELS)})$")
+# the challenge's image ids start with "ID_"; ids without it (e.g. plain file stems) are accepted too
+_RSNA_ID = re.compile(rf"^([^\s,]+?)_({'|'.join(HEMORRHAGE_LABELS)})$")
 # spreadsheet row of the first data row: the header is row 1
 _FIRST_ROW = 2
 
@@ -141,6 +142,7 @@ class _Problems:
 
     def __init__(self, file: str) -> None:
         self.file = file
+        self.columns: list[str] = []
         self.items: list[ManifestProblem] = []
         self.summaries: list[ManifestProblem] = []
 
@@ -164,8 +166,12 @@ class _Problems:
             )
 
     def sorted(self) -> list[ManifestProblem]:
-        # file-level problems first, then by row as a spreadsheet user reads them, the counts last
-        return sorted(self.items, key=lambda p: -1 if p.row is None else p.row) + self.summaries
+        # file-level problems first, then as a spreadsheet user reads them (row, then column), the counts last
+        def key(p: ManifestProblem) -> tuple[int, int]:
+            column = self.columns.index(p.column) if p.column in self.columns else len(self.columns)
+            return (-1 if p.row is None else p.row, column)
+
+        return sorted(self.items, key=key) + self.summaries
 
     def __bool__(self) -> bool:
         return bool(self.items or self.summaries)
@@ -219,6 +225,7 @@ def _read_table(path: Path, problems: _Problems) -> pd.DataFrame | None:
         return None
     table = raw.iloc[1:]
     table.columns = header
+    problems.columns = header
     table.index = pd.RangeIndex(_FIRST_ROW, _FIRST_ROW + len(table), name="row")
     for column in table.columns:
         table[column] = table[column].str.strip()
@@ -604,6 +611,12 @@ def check_manifests(
     """
     reports = [check_manifest_report(p, kind, check_files) for p in paths]
     cohorts = [r for r in reports if r.kind == "cohort" and r.ok]
+    invalid_cohorts = [r.file for r in reports if r.kind == "cohort" and not r.ok]
+    if invalid_cohorts:
+        for regions in (r for r in reports if r.kind == "regions" and r.ok):
+            regions.warnings.append(
+                f"{regions.file} is not checked against {_quoted(invalid_cohorts)}, which has problems"
+            )
     if len(cohorts) == 1:
         for regions in (r for r in reports if r.kind == "regions" and r.ok):
             cross_check_regions(cohorts[0], regions)

@@ -250,7 +250,8 @@ def test_rsna_labels_identical_repeats_dropped(tmp_path: Path) -> None:
     "rows, expected",
     [
         (["ID_x_any,1"], "row 14, column ID: ID_x_any has Label 1 here and 0 at row 2; the file contradicts itself"),
-        (["63eb1e259_any,0"], "row 14, column ID: '63eb1e259_any' is not ID_<image>_<subtype>"),
+        (["ID_63eb1e259 _any,0"], "row 14, column ID: 'ID_63eb1e259 _any' is not ID_<image>_<subtype>"),
+        (["_any,0"], "row 14, column ID: '_any' is not ID_<image>_<subtype>"),
         (["ID_y_hemorrhage,0"], "row 14, column ID: 'ID_y_hemorrhage' is not ID_<image>_<subtype>"),
         (["ID_z_any,yes"], "row 14, column Label: 'yes' is not 0 or 1"),
         (
