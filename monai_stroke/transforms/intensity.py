@@ -115,6 +115,22 @@ def parse_windows(windows: WindowSpec) -> tuple[tuple[float, float], ...]:
     raise UserInputError(f"no HU window in {windows!r}; give a preset name or (center, width) pairs in HU")
 
 
+def _windows_from_args(center: Any, width: Any, windows: Any) -> tuple[tuple[float, float], ...]:
+    if windows is not None:
+        if center is not None or width is not None:
+            raise UserInputError("give HU windows either as center/width or as windows=..., not both")
+        return parse_windows(windows)
+    if center is None:
+        raise UserInputError("HUWindow needs a window: HUWindow(center, width) in HU, or windows=[(c, w), ...]")
+    if width is None:
+        return parse_windows(center)
+    if isinstance(width, str):
+        raise UserInputError(
+            f"HU window width must be a number of HU, got {width!r}; pass output={width!r} as a keyword"
+        )
+    return parse_windows((center, width))
+
+
 class HUWindow(Transform):
     """Window a channel-first HU image into one channel per (input channel, window).
 
@@ -126,17 +142,25 @@ class HUWindow(Transform):
     MetaTensor keeps its meta (affine unchanged) and records the windows under ``meta["hu_windows"]``.
 
     Args:
-        windows: see :func:`parse_windows`; e.g. ``"hemorrhage"`` or ``(40, 20)``.
+        center: window center in HU (``HUWindow(40, 20)``), or, with ``width`` left out, any window
+            specification of :func:`parse_windows` (``HUWindow("hemorrhage")``, ``HUWindow([(40, 80), "bone"])``).
+        width: window width in HU.
         output: ``"float"`` (in [0, 1]) or ``"uint8"`` (0..255).
+        windows: keyword alternative to ``center``/``width`` for several windows (as in config files).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
-    def __init__(self, windows: WindowSpec, output: str = "float") -> None:
+    def __init__(
+        self,
+        center: float | WindowSpec | None = None,
+        width: float | None = None,
+        output: str = "float",
+        windows: WindowSpec | None = None,
+    ) -> None:
+        self.windows = _windows_from_args(center, width, windows)
         if output not in ("float", "uint8"):
-            hint = "; for one window pass windows=(center, width)" if not isinstance(output, str) else ""
-            raise UserInputError(f"HUWindow output must be 'float' or 'uint8', got {output!r}{hint}")
-        self.windows = parse_windows(windows)
+            raise UserInputError(f"HUWindow output must be 'float' or 'uint8', got {output!r}")
         self.output = output
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
@@ -163,18 +187,26 @@ class HUWindowd(MapTransform):
 
     Args:
         keys: keys of the HU images to window.
-        windows: see :func:`parse_windows`.
+        center: window center in HU, or a window specification (see :class:`HUWindow`).
+        width: window width in HU.
         output: ``"float"`` or ``"uint8"``.
+        windows: keyword alternative to ``center``/``width`` for several windows.
         allow_missing_keys: don't raise if a key is missing.
     """
 
     backend = HUWindow.backend
 
     def __init__(
-        self, keys: KeysCollection, windows: WindowSpec, output: str = "float", allow_missing_keys: bool = False
+        self,
+        keys: KeysCollection,
+        center: float | WindowSpec | None = None,
+        width: float | None = None,
+        output: str = "float",
+        windows: WindowSpec | None = None,
+        allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.windower = HUWindow(windows, output)
+        self.windower = HUWindow(center, width, output, windows)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)

@@ -65,19 +65,19 @@ def test_wide_window_loses_a_2hu_change_narrow_window_keeps_it() -> None:
     """The paper's 8-bit images: WW 2000 -> 2 HU is 0.255 grey levels, WW 20 -> 25.5 levels."""
     hu = np.arange(20.0, 60.0, 0.25, dtype=np.float32)
     pairs = np.stack([hu, hu + 2.0]).reshape(2, 1, -1)  # channel 0: HU, channel 1: HU + 2
-    wide = HUWindow((40, 2000), "uint8")(pairs).astype(int)
+    wide = HUWindow(40, 2000, "uint8")(pairs).astype(int)
     diff_wide = wide[1, 0] - wide[0, 0]
     assert set(np.unique(diff_wide)) <= {0, 1}
     assert np.mean(diff_wide == 0) > 0.7  # expected 1 - 0.255 = 0.745 of pairs share a grey level
 
     inside = (hu >= 30.0) & (hu + 2.0 <= 50.0)
-    narrow = HUWindow((40, 20), "uint8")(pairs).astype(int)
+    narrow = HUWindow(40, 20, "uint8")(pairs).astype(int)
     diff_narrow = (narrow[1, 0] - narrow[0, 0])[inside]
     assert set(np.unique(diff_narrow)) <= {25, 26}
     # pinned: 30 and 32 HU at 40/2000 are 126.225 -> 126 and 126.48 -> 126; at 40/20 they are 0 and 25.5 -> 26
     pinned = np.asarray([30.0, 32.0], dtype=np.float32).reshape(1, 1, 2)
-    np.testing.assert_array_equal(HUWindow((40, 2000), "uint8")(pinned)[0, 0], [126, 126])
-    np.testing.assert_array_equal(HUWindow((40, 20), "uint8")(pinned)[0, 0], [0, 26])
+    np.testing.assert_array_equal(HUWindow(40, 2000, "uint8")(pinned)[0, 0], [126, 126])
+    np.testing.assert_array_equal(HUWindow(40, 20, "uint8")(pinned)[0, 0], [0, 26])
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -109,7 +109,7 @@ def test_presets_and_group_order() -> None:
 def test_metatensor_keeps_meta_and_records_windows() -> None:
     affine = torch.tensor([[-0.5, 0, 0, 90], [0, 0.5, 0, -100], [0, 0, 5, -30], [0, 0, 0, 1]], dtype=torch.float64)
     img = MetaTensor(torch.zeros(1, 4, 4, 3), affine=affine, meta={"series_uid": "1.2.3", "tilt_deg": 0.0})
-    out = HUWindow("hemorrhage", "uint8")(img)
+    out = HUWindow("hemorrhage", output="uint8")(img)
     assert isinstance(out, MetaTensor)
     assert torch.equal(out.affine, affine)
     assert out.meta["series_uid"] == "1.2.3"
@@ -126,12 +126,23 @@ def test_metatensor_keeps_meta_and_records_windows() -> None:
         ([(40, 20, 3)], "float", "not a (center, width) pair"),
         ((40, 20), "int8", "output must be 'float' or 'uint8'"),
         ([], "float", "no HU window"),
-        (40, 20, "for one window pass windows=(center, width)"),  # HUWindow(center, width) is a common slip
+        ((40, 20), 20, "output must be 'float' or 'uint8'"),
     ],
 )
 def test_bad_window_specs_are_user_errors(windows, output: str, message: str) -> None:
     with pytest.raises(UserInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        HUWindow(windows, output)
+        HUWindow(windows, output=output)
+
+
+def test_center_width_form_equals_pair_and_keyword_forms() -> None:
+    hu = np.linspace(-50, 150, 41, dtype=np.float32).reshape(1, 41)
+    expected = HUWindow(windows=(40, 20), output="uint8")(hu)
+    np.testing.assert_array_equal(HUWindow(40, 20, "uint8")(hu), expected)
+    np.testing.assert_array_equal(HUWindow((40, 20), output="uint8")(hu), expected)
+    with pytest.raises(UserInputError, match="not both"):
+        HUWindow(40, 20, windows=(40, 20))
+    with pytest.raises(UserInputError, match="pass output='uint8' as a keyword"):
+        HUWindow((40, 20), "uint8")
 
 
 def test_dictionary_version_windows_each_key_and_allows_missing() -> None:
@@ -148,7 +159,7 @@ def test_real_ct_dicom_matches_reference_formula() -> None:
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
     img = MetaTensor(torch.as_tensor(hu)[None, :, :, None])
-    out = HUWindow((40, 80), "uint8")(img)
+    out = HUWindow(40, 80, "uint8")(img)
     low, high = 0.0, 80.0
     reference = np.where(hu <= low, 0, np.where(hu >= high, 255, np.floor((hu - low) / 80.0 * 255.0 + 0.5)))
     np.testing.assert_array_equal(_np(out)[0, :, :, 0], reference.astype(np.uint8))
