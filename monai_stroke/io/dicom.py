@@ -35,6 +35,7 @@ from monai_stroke.errors import MissingDependencyError, UserInputError
 from monai_stroke.io.geometry import (
     LPS_TO_RAS,
     check_spacing,
+    position_along_normal,
     regularize_stack,
     slice_normal,
 )
@@ -328,7 +329,8 @@ def _header(file: Path, name: str, ds: Any, captured: list[tuple[str, str]]) -> 
         for tag in ("WindowCenter", "WindowWidth"):
             value = ds.get(tag)
             if value is not None and not isinstance(value, str | int | float) and len(value) > 1:
-                header.warnings.append((f"multi:{tag}", f"{tag} has {len(value)} values ({_one_line(list(value))})"))
+                values = [_float(v, None) for v in value]
+                header.warnings.append((f"multi:{tag}", f"{tag} has {len(values)} values {values}: the first is used"))
         identifying = [_text(ds.get(tag)) for tag in _IDENTIFYING]
     for message in [m for m, _ in captured] + [str(w.message) for w in caught]:
         header.warnings.append(_pydicom_warning(message, identifying))
@@ -399,7 +401,7 @@ def _disqualification(slices: list[_Header]) -> str:
 
 
 def _position_of(header: _Header) -> float:
-    return float(np.dot(header.position, slice_normal(header.orientation)))
+    return position_along_normal(header.position, header.orientation)
 
 
 def _describe(uid: str, slices: list[_Header], reason: str = "") -> str:
