@@ -71,6 +71,21 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
+def user_error_in(exc: BaseException) -> UserInputError | None:
+    """The :class:`UserInputError` behind ``exc``, if any.
+
+    MONAI's ``Compose`` re-raises a transform's exception as ``RuntimeError("applying transform ...")`` with the
+    original as its cause; a bad input found deep inside a transform chain is still the user's to fix.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserInputError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status (and exits with it when run as a script)."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -92,23 +107,26 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" (see '{ctx.command_path} --help')"
         click.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
         status = 2
-    except UserInputError as exc:
-        if _State.verbose:
-            traceback.print_exc()
-        click.echo(f"error: {_one_line(str(exc))}", err=True)
-        status = 2
     except KeyboardInterrupt:
         click.echo("error: interrupted", err=True)
         status = 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence before a user sees a traceback
         if _State.verbose:
             traceback.print_exc()
+        user_error = user_error_in(exc)
+        if user_error is not None:
+            click.echo(f"error: {_one_line(str(user_error))}", err=True)
+            return _exit(2, argv)
         click.echo(
             f"error: internal error ({type(exc).__name__}: {_one_line(str(exc))}); rerun with --verbose for the "
             "traceback and report it",
             err=True,
         )
         status = 1
+    return _exit(status, argv)
+
+
+def _exit(status: int, argv: list[str] | None) -> int:
     if argv is None:
         sys.exit(status)
     return status

@@ -17,3 +17,19 @@ def test_usage_errors_are_one_error_line_with_status_2(argv: list[str], capsys: 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
     assert "Traceback" not in err[0]
+
+
+def test_user_error_raised_inside_a_monai_chain_is_still_a_user_error() -> None:
+    from monai.transforms import Compose, Lambda
+
+    from monai_stroke.cli import user_error_in
+    from monai_stroke.errors import UserInputError
+
+    def bad(_):
+        raise UserInputError("bad.nii.gz: not 3D; give a 3D CT volume")
+
+    with pytest.raises(RuntimeError) as info:
+        Compose([Lambda(bad)])(1)
+    found = user_error_in(info.value)
+    assert isinstance(found, UserInputError) and "bad.nii.gz" in str(found)
+    assert user_error_in(RuntimeError("plain bug")) is None
