@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from monai_stroke.anatomy.atlas import ATLAS_FILES, Atlas, read_regions_table
+from monai_stroke.anatomy.default_atlas import GANGLIONIC_Z_MM, SUPRAGANGLIONIC_Z_MM
 from monai_stroke.anatomy.laterality import mirror_side, side_of_x
 from monai_stroke.anatomy.template import (
     TEMPLATE_HU,
@@ -17,6 +19,11 @@ from monai_stroke.anatomy.template import (
 __all__ = [
     "side_of_x",
     "mirror_side",
+    "Atlas",
+    "ATLAS_FILES",
+    "read_regions_table",
+    "GANGLIONIC_Z_MM",
+    "SUPRAGANGLIONIC_Z_MM",
     "TEMPLATE_HU",
     "TISSUES",
     "TemplateHU",
