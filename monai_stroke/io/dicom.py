@@ -637,7 +637,7 @@ def _missing_decoder(header: _Header, syntax: str) -> MissingDependencyError:
 
     packages = DECODER_PACKAGES.get(syntax, "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg")
     return MissingDependencyError(
-        f"{header.name}: pixel data is compressed as {UID(syntax).name} ({syntax}) and no installed decoder reads it; "
+        f"{header.path}: pixel data is compressed as {UID(syntax).name} ({syntax}) and no installed decoder reads it; "
         f"install one with: pip install {packages}"
     )
 
@@ -679,7 +679,7 @@ def _decode_hu(header: _Header, out: np.ndarray, stats: Counter) -> None:
 
 def _damaged_pixels(header: _Header, exc: BaseException) -> UserInputError:
     return UserInputError(
-        f"{header.name}: its pixel data cannot be read ({type(exc).__name__}: {_one_line(exc)}); the file is "
+        f"{header.path}: its pixel data cannot be read ({type(exc).__name__}: {_one_line(exc)}); the file is "
         "truncated or corrupt: copy it again from the source or remove it"
     )
 
@@ -758,13 +758,17 @@ def _add_header_warnings(
     slices: list[_Header], scan: _Scan, uid: str, stats: Counter, warnings_out: list[str]
 ) -> None:
     """One warning per kind of header problem in the series, with the number of files it affects."""
-    grouped: dict[str, list[str]] = defaultdict(list)
+    messages: dict[str, dict[str, None]] = defaultdict(dict)  # key -> distinct messages, in order
+    files: dict[str, set[str]] = defaultdict(set)
     for h in slices:
-        for key, message in dict(h.warnings).items():
-            grouped[key].append(message)
-    for messages in grouped.values():
-        suffix = f" ({len(messages)} of {len(slices)} files)" if len(messages) > 1 else ""
-        warnings_out.append(messages[0] + suffix)
+        for key, message in h.warnings:
+            messages[key][message] = None
+            files[key].add(h.name)
+    for key, distinct in messages.items():
+        first, n_other = next(iter(distinct)), len(distinct) - 1
+        others = f" (and {_count(n_other, 'other value')})" if n_other else ""
+        where = f" ({len(files[key])} of {len(slices)} files)" if len(files[key]) > 1 else f" ({next(iter(files[key]))})"
+        warnings_out.append(first + others + where)
     if stats["no_rescale"]:
         warnings_out.append(
             f"{_count(stats['no_rescale'], 'slice')} without RescaleSlope/RescaleIntercept: stored values taken as HU"

@@ -17,7 +17,7 @@ import torch
 from monai.config import DtypeLike, KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from monai.utils import TransformBackends
+from monai.utils import ImageMetaKey, TransformBackends
 from monai.utils.enums import MetaKeys, SpaceKeys
 
 from monai_stroke.io.volume import CTVolume, load_ct_series
@@ -37,7 +37,7 @@ def volume_to_metatensor(volume: CTVolume, dtype: DtypeLike = np.float32) -> Met
         MetaKeys.SPATIAL_SHAPE: np.asarray(volume.array.shape),
         MetaKeys.ORIGINAL_CHANNEL_DIM: 0,
         MetaKeys.SPACE: SpaceKeys.RAS,
-        MetaKeys.FILENAME_OR_OBJ: str(volume.summary.get("source", "")),
+        ImageMetaKey.FILENAME_OR_OBJ: str(volume.summary.get("source", "")),
         "spacing": np.asarray(volume.spacing),
         "slice_uids": list(volume.slice_uids) if volume.slice_uids is not None else None,
     }

@@ -11,6 +11,7 @@ Importable from any test folder (``from tests.io.dicom_factory import write_ct_s
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,7 +185,50 @@ def make_ct_dataset(
     image_type: Sequence[str] = ("ORIGINAL", "PRIMARY", "AXIAL"),
     **extra: Any,
 ) -> Dataset:
-    """One CT slice with patient identifiers filled in (so tests can check they never leak)."""
+    """One CT slice with patient identifiers filled in (so tests can check they never leak).
+
+    Invalid values (UIDs, over-long names) are written as given, silently: tests use them on purpose.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _make_ct_dataset(
+            stored,
+            position,
+            orientation,
+            pixel_spacing,
+            series_uid,
+            study_uid,
+            sop_uid,
+            instance_number,
+            slope,
+            intercept,
+            bits_stored,
+            pixel_representation,
+            modality,
+            sop_class,
+            image_type,
+            **extra,
+        )
+
+
+def _make_ct_dataset(
+    stored,
+    position,
+    orientation,
+    pixel_spacing,
+    series_uid,
+    study_uid,
+    sop_uid,
+    instance_number,
+    slope,
+    intercept,
+    bits_stored,
+    pixel_representation,
+    modality,
+    sop_class,
+    image_type,
+    **extra,
+) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -246,7 +290,9 @@ def write_dataset(ds: Dataset, path: str | Path, transfer_syntax: str = Explicit
         ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
     else:
         ds.file_meta.TransferSyntaxUID = transfer_syntax
-    ds.save_as(path, enforce_file_format=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(path, enforce_file_format=True)
     return path
 
 
@@ -294,7 +340,11 @@ def encode_jpeg_lossless_sv1(image: np.ndarray, precision: int = 16) -> bytes:
 
 def _stored_values(hu: np.ndarray, slope: float, intercept: float, pixel_representation: int, bits_stored: int):
     stored = np.rint((hu - intercept) / slope).astype(np.int64)
-    lo, hi = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if pixel_representation else (0, (1 << bits_stored) - 1)
+    lo, hi = (
+        (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1)
+        if pixel_representation
+        else (0, (1 << bits_stored) - 1)
+    )
     return np.clip(stored, lo, hi)
 
 
@@ -471,7 +521,9 @@ def write_presentation_state(path: str | Path, study_uid: str | None = None) -> 
     return write_dataset(ds, path)
 
 
-def write_other_modality(path: str | Path, modality: str = "US", n: int = 1, series_uid: str | None = None) -> list[Path]:
+def write_other_modality(
+    path: str | Path, modality: str = "US", n: int = 1, series_uid: str | None = None
+) -> list[Path]:
     """``n`` image files of a non-CT modality (US: Ultrasound Image Storage; MR: MR Image Storage)."""
     sop_class = {"US": "1.2.840.10008.5.1.4.1.1.6.1", "MR": "1.2.840.10008.5.1.4.1.1.4"}[modality]
     series_uid = series_uid or generate_uid()
@@ -502,4 +554,3 @@ def nifti_from_volume(path: str | Path, data: np.ndarray, affine: np.ndarray | N
 def read_back(path: str | Path) -> Dataset:
     """Read a written file back (for tests that tweak one header field and write it again)."""
     return pydicom.dcmread(path)
-
