@@ -80,8 +80,7 @@ NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 # at most this many rows are listed for one kind of problem in one column; the rest are counted, so that a
 # wholly wrong 4.5-million-row RSNA file does not print 4.5 million lines
 _MAX_ROWS_PER_PROBLEM = 20
-# the challenge's image ids start with "ID_"; ids without it (e.g. plain file stems) are accepted too
-_RSNA_ID = re.compile(rf"^([^\s,]+?)_({'|'.join(HEMORRHAGE_LABELS)})$")
+_WHITESPACE = re.compile(r"\s")
 # spreadsheet row of the first data row: the header is row 1
 _FIRST_ROW = 2
 
@@ -228,9 +227,19 @@ def _read_table(path: Path, problems: _Problems) -> pd.DataFrame | None:
     problems.columns = header
     table.index = pd.RangeIndex(_FIRST_ROW, _FIRST_ROW + len(table), name="row")
     for column in table.columns:
-        table[column] = table[column].str.strip()
-    blank = (table == "").all(axis=1)
+        table[column] = _strip(table[column])
+    blank = np.logical_and.reduce([table[c].to_numpy(dtype=object) == "" for c in table.columns])
     return table.loc[~blank]
+
+
+def _strip(values: pd.Series) -> pd.Series:
+    """``values.str.strip()``, ~10x faster on big files: plain Python, and a new Series only when something changed."""
+    raw = values.to_numpy(dtype=object)
+    stripped = [v.strip() for v in raw]
+    # str.strip returns the very same object when there is nothing to strip
+    if all(a is b for a, b in zip(stripped, raw, strict=True)):
+        return values
+    return pd.Series(stripped, index=values.index, dtype=values.dtype)
 
 
 def detect_kind(columns: Sequence[str]) -> str:
@@ -467,51 +476,69 @@ def _validate_rsna_labels(table: pd.DataFrame, problems: _Problems, base_dir: Pa
     """Validate an RSNA ``ID,Label`` table; returns one row per image (index ``image_id``), six int8 labels.
 
     Identical repeated rows are dropped (the challenge file has them) and counted in ``attrs['duplicate_rows']``;
-    repeats with a different label are problems.
+    repeats with a different label are problems. Written with numpy on integer codes: the challenge file has
+    4.5 million rows, and pandas string operations on it take a minute.
     """
-    parts = table["ID"].str.extract(_RSNA_ID)
-    parts.columns = ["image_id", "subtype"]
-    id_good = parts["image_id"].notna()
+    ids = table["ID"].to_numpy(dtype=object)
+    row_numbers = table.index.to_numpy()
+    parts = [v.rpartition("_") for v in ids]
+    images = np.array([p[0] for p in parts], dtype=object)
+    subtype = pd.Index(HEMORRHAGE_LABELS).get_indexer([p[2] for p in parts])
+    id_good = (subtype >= 0) & (images != "")
+    # one regex pass over all ids; a per-id check only when some id has a space in it
+    if _WHITESPACE.search("\0".join(ids)):
+        id_good &= np.array([_WHITESPACE.search(v) is None for v in ids], dtype=bool)
     subtypes = _quoted(HEMORRHAGE_LABELS)
     problems.rows(
         table.loc[~id_good, "ID"],
         "ID",
         lambda v: f"{v!r} is not ID_<image>_<subtype> with subtype one of {subtypes}",
     )
-    label_good = _check_binary(table, "Label", problems)
-    rows = pd.DataFrame(
-        {"image_id": parts["image_id"], "subtype": parts["subtype"], "Label": table["Label"], "ID": table["ID"]}
-    ).loc[id_good & label_good]
-    exact_repeat = rows.duplicated(["ID", "Label"], keep="first")
-    unique_rows = rows.loc[~exact_repeat]
-    _check_unique(
-        unique_rows,
-        ["ID"],
-        problems,
-        lambda r, first: (
-            f"{r['ID']} has Label {r['Label']} here and {table.at[first, 'Label']} at row {first}; "
+    label = pd.Index(["0", "1"]).get_indexer(table["Label"].to_numpy(dtype=object))
+    problems.rows(table.loc[label < 0, "Label"], "Label", lambda v: f"{v!r} is not 0 or 1")
+    good = id_good & (label >= 0)
+    image_code, image_ids = pd.factorize(images[good])
+    key = image_code.astype(np.int64) * len(HEMORRHAGE_LABELS) + subtype[good]
+    label, rows, ids = label[good].astype(np.int8), row_numbers[good], ids[good]
+    exact_repeat = pd.Series(key * 2 + label).duplicated().to_numpy()
+    first_of_key = pd.Series(rows).groupby(key).transform("first").to_numpy()
+    conflict = ~exact_repeat & (first_of_key != rows)
+    # rows ascend, so a binary search finds the row where each key first appeared
+    first_label = label[np.searchsorted(rows, first_of_key)]
+    problems.rows(
+        pd.Series(np.flatnonzero(conflict), index=rows[conflict]),
+        "ID",
+        lambda i: (
+            f"{ids[i]} has Label {label[i]} here and {first_label[i]} at row {first_of_key[i]}; "
             "the file contradicts itself, fix one of the rows"
         ),
     )
-    unique_rows = unique_rows.drop_duplicates(["ID"], keep="first")
-    wide = unique_rows.pivot(index="image_id", columns="subtype", values="Label")
-    wide = wide.reindex(columns=list(HEMORRHAGE_LABELS))
-    first_row = unique_rows.reset_index().groupby("image_id", sort=False)["row"].min()
-    incomplete = wide.index[wide.isna().any(axis=1)]
-    for image in incomplete[:_MAX_ROWS_PER_PROBLEM]:
-        missing = [s for s in HEMORRHAGE_LABELS if pd.isna(wide.at[image, s])]
+    wide = np.full((len(image_ids), len(HEMORRHAGE_LABELS)), -1, dtype=np.int8)
+    keep = ~exact_repeat & ~conflict
+    wide[image_code[keep], key[keep] % len(HEMORRHAGE_LABELS)] = label[keep]
+    # factorize numbers images in order of appearance, so each image's first row is where its code first occurs
+    _, first_index = np.unique(image_code, return_index=True)
+    first_row = rows[first_index]
+    incomplete = np.flatnonzero((wide < 0).any(axis=1))
+    for i in incomplete[:_MAX_ROWS_PER_PROBLEM]:
+        missing = [s for s, v in zip(HEMORRHAGE_LABELS, wide[i], strict=True) if v < 0]
         problems.add(
-            first_row[image], "ID", f"image {image} has no row for {_quoted(missing)}; every image needs all six"
+            first_row[i], "ID", f"image {image_ids[i]} has no row for {_quoted(missing)}; every image needs all six"
         )
     if len(incomplete) > _MAX_ROWS_PER_PROBLEM:
         problems.add(None, "ID", f"{len(incomplete) - _MAX_ROWS_PER_PROBLEM} more images lack some of the six labels")
-    wide = wide.drop(index=incomplete).astype("int8")
-    wide.columns.name = None
-    rows_of_images = first_row.loc[wide.index].to_numpy()
-    image_at_row = dict(zip(rows_of_images, wide.index, strict=True))
-    _check_any_label(wide.set_axis(rows_of_images, axis=0), problems, lambda row: f"image {image_at_row[row]}")
-    wide.attrs["duplicate_rows"] = int(exact_repeat.sum())
-    return wide
+    complete = (wide >= 0).all(axis=1)
+    image_at_row = dict(zip(first_row[complete], image_ids[complete], strict=True))
+    _check_any_label(
+        pd.DataFrame(wide[complete], index=first_row[complete], columns=list(HEMORRHAGE_LABELS)),
+        problems,
+        lambda row: f"image {image_at_row[row]}",
+    )
+    out = pd.DataFrame(
+        wide[complete], index=pd.Index(image_ids[complete], name="image_id"), columns=list(HEMORRHAGE_LABELS)
+    )
+    out.attrs["duplicate_rows"] = int(exact_repeat.sum())
+    return out
 
 
 _VALIDATORS: dict[str, Callable[[pd.DataFrame, _Problems, Path, bool], pd.DataFrame]] = {
