@@ -140,6 +140,14 @@ def _floats(value: object, n: int) -> tuple[float, ...]:
     return values if len(values) == n and all(math.isfinite(v) for v in values) else ()
 
 
+def _is_orientation(values: tuple[float, ...]) -> bool:
+    try:
+        slice_normal(values)
+    except ValueError:  # missing, or row and column directions parallel (a corrupt header)
+        return False
+    return True
+
+
 def _read_header(path: str) -> _Header:
     """The header fields the converter needs; a problem becomes ``error`` (so a worker process never raises)."""
     try:
@@ -225,7 +233,7 @@ def _one_file_per_image(matched: dict[str, list[_Header]]) -> tuple[dict[str, _H
                     ("StudyInstanceUID", h.study_uid),
                     ("SeriesInstanceUID", h.series_uid),
                     ("ImagePositionPatient", h.position),
-                    ("ImageOrientationPatient", h.orientation),
+                    ("ImageOrientationPatient", _is_orientation(h.orientation)),
                 )
                 if not ok
             ]

@@ -172,11 +172,8 @@ class _Problems:
 
         return sorted(self.items, key=key) + self.summaries
 
-    def __bool__(self) -> bool:
-        return bool(self.items or self.summaries)
 
-
-def _quoted(values: Iterable[str]) -> str:
+def _joined(values: Iterable[str]) -> str:
     return ", ".join(values)
 
 
@@ -220,7 +217,7 @@ def _read_table(path: Path, problems: _Problems) -> pd.DataFrame | None:
         return None
     repeated = sorted({h for h in header if header.count(h) > 1})
     if repeated:
-        problems.add(1, None, f"column {_quoted(repeated)} appears more than once in the header")
+        problems.add(1, None, f"column {_joined(repeated)} appears more than once in the header")
         return None
     table = raw.iloc[1:]
     table.columns = header
@@ -256,17 +253,17 @@ def detect_kind(columns: Sequence[str]) -> str:
     if len(complete) == 1:
         return complete[0]
     if len(complete) > 1:
-        raise UserInputError(f"the header fits several kinds ({_quoted(complete)}); pass --kind")
+        raise UserInputError(f"the header fits several kinds ({_joined(complete)}); pass --kind")
     # name the closest kind and what it lacks, which is usually a typo in a column name
     best = max(MANIFEST_KINDS, key=lambda k: len(present & set(MANIFEST_KINDS[k])) / len(MANIFEST_KINDS[k]))
     if present & set(MANIFEST_KINDS[best]) - {"patient_id"}:
         missing = [c for c in MANIFEST_KINDS[best] if c not in present]
         raise UserInputError(
-            f"looks like a {best} manifest but lacks column {_quoted(missing)} (a {best} manifest needs "
-            f"{_quoted(MANIFEST_KINDS[best])}); fix the header or pass --kind"
+            f"looks like a {best} manifest but lacks column {_joined(missing)} (a {best} manifest needs "
+            f"{_joined(MANIFEST_KINDS[best])}); fix the header or pass --kind"
         )
-    kinds = "; ".join(f"{k}: {_quoted(v)}" for k, v in MANIFEST_KINDS.items())
-    raise UserInputError(f"the header ({_quoted(columns)}) is not a known manifest kind ({kinds}); pass --kind")
+    kinds = "; ".join(f"{k}: {_joined(v)}" for k, v in MANIFEST_KINDS.items())
+    raise UserInputError(f"the header ({_joined(columns)}) is not a known manifest kind ({kinds}); pass --kind")
 
 
 # --- column checks: each adds one problem per bad row and returns the mask of good rows -----------------
@@ -280,7 +277,7 @@ def _check_nonempty(table: pd.DataFrame, column: str, problems: _Problems) -> pd
 
 def _check_allowed(table: pd.DataFrame, column: str, allowed: Sequence[str], problems: _Problems) -> pd.Series:
     good = table[column].isin(allowed)
-    choices = _quoted(allowed)
+    choices = _joined(allowed)
     problems.rows(
         table.loc[~good, column],
         column,
@@ -435,7 +432,7 @@ def _check_any_label(labels: pd.DataFrame, problems: _Problems, name: Callable[[
     wrong = labels.index[labels["any"] != subtype_max]
     for row in wrong[:_MAX_ROWS_PER_PROBLEM]:
         positive = [s for s in HEMORRHAGE_SUBTYPES if labels.at[row, s] == 1]
-        detail = f"any is 0 but {_quoted(positive)} is 1" if positive else "any is 1 but no subtype is 1"
+        detail = f"any is 0 but {_joined(positive)} is 1" if positive else "any is 1 but no subtype is 1"
         problems.add(row, "any", f"{name(row)}: {detail}")
     if len(wrong) > _MAX_ROWS_PER_PROBLEM:
         problems.add(None, "any", f"{len(wrong) - _MAX_ROWS_PER_PROBLEM} more images whose any label disagrees")
@@ -488,7 +485,7 @@ def _validate_rsna_labels(table: pd.DataFrame, problems: _Problems, base_dir: Pa
     # one regex pass over all ids; a per-id check only when some id has a space in it
     if _WHITESPACE.search("\0".join(ids)):
         id_good &= np.array([_WHITESPACE.search(v) is None for v in ids], dtype=bool)
-    subtypes = _quoted(HEMORRHAGE_LABELS)
+    subtypes = _joined(HEMORRHAGE_LABELS)
     problems.rows(
         table.loc[~id_good, "ID"],
         "ID",
@@ -523,7 +520,7 @@ def _validate_rsna_labels(table: pd.DataFrame, problems: _Problems, base_dir: Pa
     for i in incomplete[:_MAX_ROWS_PER_PROBLEM]:
         missing = [s for s, v in zip(HEMORRHAGE_LABELS, wide[i], strict=True) if v < 0]
         problems.add(
-            first_row[i], "ID", f"image {image_ids[i]} has no row for {_quoted(missing)}; every image needs all six"
+            first_row[i], "ID", f"image {image_ids[i]} has no row for {_joined(missing)}; every image needs all six"
         )
     if len(incomplete) > _MAX_ROWS_PER_PROBLEM:
         problems.add(None, "ID", f"{len(incomplete) - _MAX_ROWS_PER_PROBLEM} more images lack some of the six labels")
@@ -561,7 +558,7 @@ def check_manifest_report(path: str | os.PathLike, kind: str | None = None, chec
     path = Path(path)
     problems = _Problems(name)
     if kind is not None and kind not in MANIFEST_KINDS:
-        raise UserInputError(f"unknown manifest kind {kind!r}; use one of {_quoted(MANIFEST_KINDS)}")
+        raise UserInputError(f"unknown manifest kind {kind!r}; use one of {_joined(MANIFEST_KINDS)}")
     table = _read_table(path, problems)
     if table is None:
         return ManifestReport(name, kind, problems=problems.sorted())
@@ -574,7 +571,7 @@ def check_manifest_report(path: str | os.PathLike, kind: str | None = None, chec
     missing = [c for c in MANIFEST_KINDS[kind] if c not in table.columns]
     if missing:
         problems.add(
-            1, None, f"lacks column {_quoted(missing)} (a {kind} manifest needs {_quoted(MANIFEST_KINDS[kind])})"
+            1, None, f"lacks column {_joined(missing)} (a {kind} manifest needs {_joined(MANIFEST_KINDS[kind])})"
         )
         return ManifestReport(name, kind, len(table), problems=problems.sorted())
     if table.empty:
@@ -642,7 +639,7 @@ def check_manifests(
     if invalid_cohorts:
         for regions in (r for r in reports if r.kind == "regions" and r.ok):
             regions.warnings.append(
-                f"{regions.file} is not checked against {_quoted(invalid_cohorts)}, which has problems"
+                f"{regions.file} is not checked against {_joined(invalid_cohorts)}, which has problems"
             )
     if len(cohorts) == 1:
         for regions in (r for r in reports if r.kind == "regions" and r.ok):

@@ -143,6 +143,12 @@ def _break_no_position(folder: Path, ids: list[str]) -> list:
     return [r for i in ids for r in label_rows(i)]
 
 
+def _break_degenerate_orientation(folder: Path, ids: list[str]) -> list:
+    ds = pydicom.dcmread(folder / "f2.dcm")
+    write_ct(folder / "f2.dcm", ids[2], ds.StudyInstanceUID, ds.SeriesInstanceUID, (0, 0, 10), (1, 0, 0, 1, 0, 0))
+    return [r for i in ids for r in label_rows(i)]
+
+
 def _break_mixed_planes(folder: Path, ids: list[str]) -> list:
     ds = pydicom.dcmread(folder / "f2.dcm")
     write_ct(folder / "f2.dcm", ids[2], ds.StudyInstanceUID, ds.SeriesInstanceUID, (0, 0, 10), tilted_orientation(15))
@@ -167,6 +173,7 @@ def _break_no_match(folder: Path, ids: list[str]) -> list:
         (_break_truncated, "f1.dcm"),
         (_break_same_position, "are at the same position 5.000 mm"),
         (_break_no_position, "lacks a valid ImagePositionPatient"),
+        (_break_degenerate_orientation, "f2.dcm (image ID_s2) lacks a valid ImageOrientationPatient"),
         (_break_mixed_planes, "lies in another plane"),
         (_break_any_disagrees, "image ID_s0: any is 1 but no subtype is 1"),
         (_break_no_match, "none of the 3 DICOM files"),
