@@ -17,6 +17,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -34,7 +35,7 @@ from monai_stroke.anatomy.template import (
     tissue_maps,
 )
 from monai_stroke.errors import UserInputError
-from monai_stroke.utils import atomic_dir, write_text_atomic
+from monai_stroke.utils import atomic_dir, write_json_atomic
 from monai_stroke.vocabulary import SIDES
 
 __all__ = ["Atlas", "ATLAS_FILES", "read_regions_table"]
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 ATLAS_FILES: dict[str, str] = {"template": "template.nii.gz", "labels": "atlas.nii.gz", "table": "regions.csv"}
 
 _TABLE_COLUMNS = ["label", "side", "region"]
+# reports a command may leave in an atlas folder; replacing such a folder is safe
+_REPORT_FILES = {"import_report.json"}
 _memo: dict[str, tuple[np.ndarray, np.ndarray, pd.DataFrame]] = {}
 
 
@@ -174,20 +177,31 @@ class Atlas:
             template=template,
         )
 
-    def to_dir(self, path: str | os.PathLike, overwrite: bool = True) -> Path:
+    def to_dir(self, path: str | os.PathLike, overwrite: bool = True, extras: dict[str, Any] | None = None) -> Path:
         """Write ``template.nii.gz`` (HU), ``atlas.nii.gz`` (int16) and ``regions.csv`` into ``path`` atomically.
 
         Args:
-            path: the folder; it appears complete or not at all.
-            overwrite: replace an existing folder.
+            path: the folder; it appears complete or not at all. An existing folder is replaced only when it
+                holds nothing but atlas files (so a mistyped ``--out`` cannot wipe unrelated data).
+            overwrite: replace an existing atlas folder.
+            extras: more JSON files to write into the folder, ``{file name: object}`` (e.g. an import report).
         """
         path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise UserInputError(f"{path} exists and is not a folder")
-        if path.exists() and not overwrite:
-            raise UserInputError(f"atlas folder {path} exists; choose another --out or allow overwriting")
+        extras = dict(extras or {})
+        if path.exists():
+            if not path.is_dir():
+                raise UserInputError(f"{path} exists and is not a folder; give a folder for the atlas")
+            if not overwrite:
+                raise UserInputError(f"atlas folder {path} exists; choose another folder")
+            allowed = set(ATLAS_FILES.values()) | _REPORT_FILES | set(extras)
+            foreign = sorted(p.name for p in path.iterdir() if p.name not in allowed)
+            if foreign:
+                raise UserInputError(
+                    f"{path} exists and holds other files ({', '.join(foreign[:5])}); give a new or empty folder"
+                )
         template = self.template_image
         with atomic_dir(path, overwrite=overwrite) as tmp:
+            tmp.chmod(0o755)  # mkdtemp makes it private; an exported atlas is meant to be shared
             template_out = nib.Nifti1Image(np.asarray(template.dataobj, dtype=np.float32), template.affine)
             template_out.header.set_xyzt_units("mm")
             nib.save(template_out, tmp / ATLAS_FILES["template"])
@@ -195,7 +209,9 @@ class Atlas:
             label_image.header.set_xyzt_units("mm")
             label_image.header.set_intent("label")
             nib.save(label_image, tmp / ATLAS_FILES["labels"])
-            write_text_atomic(tmp / ATLAS_FILES["table"], self.table.to_csv(index=False))
+            self.table.to_csv(tmp / ATLAS_FILES["table"], index=False)
+            for name, obj in extras.items():
+                write_json_atomic(tmp / name, obj)
         return path
 
     # --- identity -------------------------------------------------------------------------------------------
