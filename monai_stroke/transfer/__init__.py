@@ -1,1 +1,35 @@
-"""monai_stroke.transfer (see docs/ARCHITECTURE.md)."""
+"""Adaptive transfer learning: freeze depths, the paper's objective f, exhaustive/halving search, resume state."""
+
+from __future__ import annotations
+
+from monai_stroke.transfer.depths import (
+    ALL_DEPTHS,
+    CONTROL,
+    TRANSFER_DEPTHS,
+    FreezeHandle,
+    apply_freeze,
+    equivalent_depths,
+    frozen_parameter_names,
+    frozen_stages,
+    regroup_first_conv,
+    transfer_backbone,
+)
+from monai_stroke.transfer.schedule import STRATEGIES, Job, PlanStatus, SearchPlan, atl_objective
+
+__all__ = [
+    "ALL_DEPTHS",
+    "CONTROL",
+    "TRANSFER_DEPTHS",
+    "FreezeHandle",
+    "apply_freeze",
+    "equivalent_depths",
+    "frozen_parameter_names",
+    "frozen_stages",
+    "regroup_first_conv",
+    "transfer_backbone",
+    "STRATEGIES",
+    "Job",
+    "PlanStatus",
+    "SearchPlan",
+    "atl_objective",
+]
