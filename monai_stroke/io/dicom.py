@@ -168,7 +168,7 @@ def load_dicom_series(
     uid, slices = _choose_series(scan, series_uid)
     _check_damaged(scan, uid, warnings_out)
     if scan.not_dicom:
-        warnings_out.append(f"skipped {_count(len(scan.not_dicom), 'file')} that are not DICOM: {_names(scan.not_dicom)}")
+        warnings_out.append(f"skipped {_not_dicom(len(scan.not_dicom))}: {_names(scan.not_dicom)}")
     return _build_volume(
         scan, uid, slices, warnings_out, allow_gaps, correct_tilt, spacing_tolerance, interpolation_order, path
     )
@@ -214,7 +214,7 @@ def _scan_folder(folder: Path) -> _Scan:
             scan.headers.append(header)
     if not scan.headers and not scan.non_image and not scan.damaged:
         raise UserInputError(
-            f"{folder} holds no DICOM files ({_count(len(scan.not_dicom), 'file')} that are not DICOM: "
+            f"{folder} holds no DICOM files ({_not_dicom(len(scan.not_dicom))}: "
             f"{_names(scan.not_dicom)}): give the folder of the CT series' DICOM files or a .nii/.nii.gz file"
         )
     return scan
@@ -257,7 +257,10 @@ def _header(file: Path, name: str, ds: Any, captured: list[tuple[str, str]]) -> 
         sop_uid = _text(ds.get("SOPInstanceUID"))
         modality = _text(ds.get("Modality")).upper()
         sop_class = _text(ds.get("SOPClassUID"))
-        if sop_class == _DICOMDIR_SOP_CLASS or _text(ds.file_meta.get("MediaStorageSOPClassUID")) == _DICOMDIR_SOP_CLASS:
+        if (
+            sop_class == _DICOMDIR_SOP_CLASS
+            or _text(ds.file_meta.get("MediaStorageSOPClassUID")) == _DICOMDIR_SOP_CLASS
+        ):
             modality = "DICOMDIR"
         has_pixels = "PixelData" in ds or "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
         if not series_uid or not sop_uid:
@@ -426,7 +429,9 @@ def _choose_series(scan: _Scan, series_uid: str | None) -> tuple[str, list[_Head
             )
         reason = _disqualification(series[series_uid])
         if reason and reason != "not axial":
-            raise UserInputError(f"series {_describe(series_uid, series[series_uid], reason)} cannot be read as a CT volume")
+            raise UserInputError(
+                f"series {_describe(series_uid, series[series_uid], reason)} cannot be read as a CT volume"
+            )
         return series_uid, series[series_uid]
     if not series:
         found = ", ".join(f"{kind} x{n}" for kind, n in sorted(scan.non_image.items()))
@@ -439,8 +444,7 @@ def _choose_series(scan: _Scan, series_uid: str | None) -> tuple[str, list[_Head
     if not ct:
         found = "; ".join(_describe(u, s) for u, s in series.items())
         raise UserInputError(
-            f"{scan.folder} holds no CT series, only {found}: monai-stroke reads non-contrast head CT; "
-            "give a CT series"
+            f"{scan.folder} holds no CT series, only {found}: monai-stroke reads non-contrast head CT; give a CT series"
         )
     reasons = {u: _disqualification(s) for u, s in ct.items()}
     qualified = [u for u, r in reasons.items() if not r]
@@ -754,9 +758,7 @@ def _as_stored(value: float, dtype: np.dtype) -> float:
     return value
 
 
-def _add_header_warnings(
-    slices: list[_Header], scan: _Scan, uid: str, stats: Counter, warnings_out: list[str]
-) -> None:
+def _add_header_warnings(slices: list[_Header], scan: _Scan, uid: str, stats: Counter, warnings_out: list[str]) -> None:
     """One warning per kind of header problem in the series, with the number of files it affects."""
     messages: dict[str, dict[str, None]] = defaultdict(dict)  # key -> distinct messages, in order
     files: dict[str, set[str]] = defaultdict(set)
@@ -767,7 +769,9 @@ def _add_header_warnings(
     for key, distinct in messages.items():
         first, n_other = next(iter(distinct)), len(distinct) - 1
         others = f" (and {_count(n_other, 'other value')})" if n_other else ""
-        where = f" ({len(files[key])} of {len(slices)} files)" if len(files[key]) > 1 else f" ({next(iter(files[key]))})"
+        where = (
+            f" ({len(files[key])} of {len(slices)} files)" if len(files[key]) > 1 else f" ({next(iter(files[key]))})"
+        )
         warnings_out.append(first + others + where)
     if stats["no_rescale"]:
         warnings_out.append(
@@ -779,8 +783,10 @@ def _add_header_warnings(
         )
     skipped_series = [u for u, s in scan.image_series().items() if u != uid]
     if skipped_series:
-        warnings_out.append(f"ignored {_count(len(skipped_series), 'other image series', 'other image series')}: "
-                            + ", ".join(skipped_series[:5]))
+        warnings_out.append(
+            f"ignored {_count(len(skipped_series), 'other image series', 'other image series')}: "
+            + ", ".join(skipped_series[:5])
+        )
 
 
 def _summary(
@@ -807,7 +813,6 @@ def _summary(
         "source": str(source),
         "format": "dicom",
         "series_uid": uid,
-        **series_values,
         "modality": first.modality,
         "series_description": first.series_description,
         "series_number": first.series_number,
@@ -820,8 +825,9 @@ def _summary(
         "tilt_corrected": bool(regular.max_shift_mm > 0),
         "max_unshear_shift_mm": round(regular.max_shift_mm, 4),
         "max_position_error_mm": round(regular.max_position_error_mm, 4),
-        "hu_min": hu_min,
-        "hu_max": hu_max,
+        "hu_min": round(hu_min, 2),
+        "hu_max": round(hu_max, 2),
+        **series_values,
         "transfer_syntaxes": sorted({UID(h.transfer_syntax).name for h in slices}),
         "filled_slices": list(regular.filled),
         "duplicates_dropped": duplicates_dropped,
@@ -899,6 +905,10 @@ def _floats(value: Any, n: int) -> list[float] | None:
 
 def _count(n: int, singular: str, plural: str | None = None) -> str:
     return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def _not_dicom(n: int) -> str:
+    return f"{n} file that is not DICOM" if n == 1 else f"{n} files that are not DICOM"
 
 
 def _names(names: Sequence[str], limit: int = 5) -> str:

@@ -110,8 +110,8 @@ def load_nifti_volume(path: str | os.PathLike, correct_tilt: bool = True, interp
         "tilt_deg": round(regular.tilt_deg, 4),
         "tilt_corrected": bool(regular.max_shift_mm > 0),
         "max_unshear_shift_mm": round(regular.max_shift_mm, 4),
-        "hu_min": float(array.min()),
-        "hu_max": float(array.max()),
+        "hu_min": round(float(array.min()), 2),
+        "hu_max": round(float(array.max()), 2),
         "warnings": warnings_out,
     }
     return CTVolume(array=array, affine=out_affine, summary=summary, slice_uids=None, slice_files=None)

@@ -26,7 +26,9 @@ def inside_source_fov(points_lps: np.ndarray, written, margin_px: float = 1.0) -
         rel = points_lps[:, :, k] - origin
         i = rel @ r / written.pixel_spacing[1]
         j = rel @ c / written.pixel_spacing[0]
-        inside[:, :, k] = (i >= margin_px) & (i <= cols - 1 - margin_px) & (j >= margin_px) & (j <= rows - 1 - margin_px)
+        inside[:, :, k] = (
+            (i >= margin_px) & (i <= cols - 1 - margin_px) & (j >= margin_px) & (j <= rows - 1 - margin_px)
+        )
     return inside
 
 

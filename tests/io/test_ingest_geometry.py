@@ -153,7 +153,9 @@ def test_position_jitter_within_tolerance_is_regularised(tmp_path) -> None:
     import pydicom
 
     ds = pydicom.dcmread(written.files[4])
-    ds.ImagePositionPatient = [float(v) for v in ds.ImagePositionPatient[:2]] + [float(ds.ImagePositionPatient[2]) + 0.2]
+    ds.ImagePositionPatient = [float(v) for v in ds.ImagePositionPatient[:2]] + [
+        float(ds.ImagePositionPatient[2]) + 0.2
+    ]
     ds.save_as(written.files[4])
     volume = load_ct_series(tmp_path / "jitter")
     assert volume.summary["filled_slices"] == []
@@ -165,3 +167,15 @@ def test_regularize_stack_rejects_unsorted_index() -> None:
     origins = np.array([[0, 0, 0], [0, 0, 5], [0, 0, 10]], dtype=float)
     with pytest.raises(ValueError, match="output_index"):
         regularize_stack(slices, origins, (1, 0, 0), (0, 1, 0), (1, 1), output_index=[0, 2, 1])
+
+
+@pytest.mark.parametrize("shift", [(0.3, 0.0), (2.7, -1.2), (-5.5, 0.25), (0.0, 3.0), (60.0, 0.0)])
+def test_fast_linear_shift_equals_scipy(shift) -> None:
+    from scipy import ndimage
+
+    from monai_stroke.io.geometry import shift_slices
+
+    image = np.random.default_rng(0).normal(size=(37, 41)).astype(np.float32)
+    shifted = shift_slices(image[None].copy(), np.array([shift]), fill_value=AIR_HU)[0]
+    expected = ndimage.shift(image, shift, order=1, mode="grid-constant", cval=AIR_HU)
+    np.testing.assert_allclose(shifted, expected, atol=1e-4)
