@@ -15,6 +15,7 @@ from monai_stroke.transfer.depths import (
     transfer_backbone,
 )
 from monai_stroke.transfer.schedule import STRATEGIES, Job, PlanStatus, SearchPlan, atl_objective
+from monai_stroke.transfer.state import STATE_FILE, ATLState
 
 __all__ = [
     "ALL_DEPTHS",
@@ -32,4 +33,6 @@ __all__ = [
     "PlanStatus",
     "SearchPlan",
     "atl_objective",
+    "STATE_FILE",
+    "ATLState",
 ]
