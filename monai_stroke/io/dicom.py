@@ -34,6 +34,8 @@ import numpy as np
 from monai_stroke.errors import MissingDependencyError, UserInputError
 from monai_stroke.io.geometry import (
     LPS_TO_RAS,
+    RegularStack,
+    SpacingCheck,
     check_spacing,
     position_along_normal,
     regularize_stack,
@@ -200,7 +202,7 @@ def _scan_folder(folder: Path) -> _Scan:
             scan.not_dicom.append(name)
             continue
         if kind == "damaged":
-            scan.damaged.append((name, captured[0][1], None))
+            scan.damaged.append((name, ds, None))  # ds is the reason here
             continue
         header = _header(file, name, ds, captured)
         if header is None:
@@ -220,15 +222,19 @@ def _scan_folder(folder: Path) -> _Scan:
     return scan
 
 
-def _read_dataset(file: Path) -> tuple[str, Any, list[tuple[str, str]]]:
-    """Read a header: ("ok", dataset, warnings), ("not_dicom", None, []) or ("damaged", None, [(_, reason)])."""
+def _read_dataset(file: Path) -> tuple[str, Any, list[str]]:
+    """Read a header, pixel data deferred.
+
+    Returns:
+        ("ok", dataset, pydicom's warnings), ("not_dicom", None, []) or ("damaged", reason, []).
+    """
     import pydicom
 
     try:
         with open(file, "rb") as f:
             head = f.read(132)
     except OSError as exc:
-        return "damaged", None, [("", f"it cannot be read ({exc.strerror})")]
+        return "damaged", f"it cannot be read ({exc.strerror})", []
     has_magic = len(head) == 132 and head[128:] == b"DICM"
     # files without the preamble are accepted only when they start like a raw DICOM stream (group 0002 or 0008):
     # forcing pydicom onto arbitrary files (a large NIfTI, a PDF) would parse garbage
@@ -241,14 +247,15 @@ def _read_dataset(file: Path) -> tuple[str, Any, list[tuple[str, str]]]:
             sop = ds.get("SOPInstanceUID")
         except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
             if has_magic:
-                return "damaged", None, [("", f"it cannot be parsed ({type(exc).__name__}: {_one_line(exc)})")]
+                return "damaged", f"it cannot be parsed ({type(exc).__name__}: {_one_line(exc)})", []
             return "not_dicom", None, []
     if not has_magic and sop is None:
         return "not_dicom", None, []
-    return "ok", ds, [(str(w.message), "") for w in caught]
+    return "ok", ds, [str(w.message) for w in caught]
 
 
-def _header(file: Path, name: str, ds: Any, captured: list[tuple[str, str]]) -> _Header | None:
+def _header(file: Path, name: str, ds: Any, captured: list[str]) -> _Header | None:
+    """What ingest needs from a dataset, with its warnings (None when it has no series or instance UID)."""
     from pydicom.uid import UID
 
     with warnings.catch_warnings(record=True) as caught:
@@ -335,7 +342,7 @@ def _header(file: Path, name: str, ds: Any, captured: list[tuple[str, str]]) -> 
                 values = [_float(v, None) for v in value]
                 header.warnings.append((f"multi:{tag}", f"{tag} has {len(values)} values {values}: the first is used"))
         identifying = [_text(ds.get(tag)) for tag in _IDENTIFYING]
-    for message in [m for m, _ in captured] + [str(w.message) for w in caught]:
+    for message in captured + [str(w.message) for w in caught]:
         header.warnings.append(_pydicom_warning(message, identifying))
     return header
 
@@ -507,7 +514,7 @@ def _build_volume(
     groups = _same_position_groups(positions)
     unique = [group[0] for group in groups]
     spacing = check_spacing(positions[unique], tolerance=spacing_tolerance)
-    output_index = _output_index(spacing, slices, unique, positions, allow_gaps, scan)
+    output_index = _output_index(spacing, slices, unique, positions, allow_gaps)
     _check_decoders(slices)
     # decode straight into one preallocated stack: one copy of the pixels, HU computed in place
     stack = np.empty((len(unique), first.rows, first.columns), dtype=np.float32)
@@ -587,7 +594,7 @@ def _same_position_groups(positions: np.ndarray) -> list[list[int]]:
 
 
 def _output_index(
-    spacing: Any, slices: list[_Header], unique: list[int], positions: np.ndarray, allow_gaps: bool, scan: _Scan
+    spacing: SpacingCheck, slices: list[_Header], unique: list[int], positions: np.ndarray, allow_gaps: bool
 ) -> list[int]:
     """Output slice index of each unique slice; raises on missing slices (unless allowed) and uneven steps."""
 
@@ -796,7 +803,7 @@ def _summary(
     slices: list[_Header],
     array: np.ndarray,
     affine: np.ndarray,
-    regular: Any,
+    regular: RegularStack,
     duplicates_dropped: int,
     stats: Counter,
     scan: _Scan,
