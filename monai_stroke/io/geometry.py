@@ -246,6 +246,7 @@ def regularize_stack(
     correct_tilt: bool = True,
     fill_value: float = -1024.0,
     order: int = 1,
+    min_shift_px: float = 0.05,
 ) -> RegularStack:
     """Put sorted slices on a regular voxel grid: un-shear a gantry tilt and fill missing slices.
 
@@ -267,6 +268,8 @@ def regularize_stack(
         correct_tilt: resample in-plane to remove the shear (else keep it in the affine).
         fill_value: value for pixels from outside the field of view (air).
         order: interpolation order of the in-plane shift.
+        min_shift_px: slices whose un-shear shift is smaller than this (in pixels) are not resampled, so that
+            rounding noise in ImagePositionPatient never blurs an untilted series.
     """
     origins = np.asarray(origins, dtype=float)
     n_in = len(slices)
@@ -293,9 +296,10 @@ def regularize_stack(
     if correct_tilt:
         offsets = in_plane_offsets(origins, row, col, reference)
         shifts_px = np.stack([offsets[:, 1] / float(pixel_spacing[0]), offsets[:, 0] / float(pixel_spacing[1])], axis=1)
-        if np.max(np.abs(shifts_px)) >= 1e-3:
-            shift_slices(slices, shifts_px, fill_value=fill_value, order=order)
-            max_shift = float(np.max(np.linalg.norm(offsets, axis=1)))
+        moved = np.max(np.abs(shifts_px), axis=1) >= min_shift_px
+        if np.any(moved):
+            shift_slices(slices, shifts_px, fill_value=fill_value, order=order, min_shift_px=min_shift_px)
+            max_shift = float(np.max(np.linalg.norm(offsets[moved], axis=1)))
         step, origin = normal * spacing, reference + start * normal
     else:
         # least-squares line through the origins: the affine then carries the shear exactly

@@ -179,3 +179,16 @@ def test_fast_linear_shift_equals_scipy(shift) -> None:
     shifted = shift_slices(image[None].copy(), np.array([shift]), fill_value=AIR_HU)[0]
     expected = ndimage.shift(image, shift, order=1, mode="grid-constant", cval=AIR_HU)
     np.testing.assert_allclose(shifted, expected, atol=1e-4)
+
+
+def test_in_plane_rounding_noise_does_not_resample(tmp_path) -> None:
+    import pydicom
+
+    written = write_ct_series(tmp_path / "noise", phantom=RAMP)
+    ds = pydicom.dcmread(written.files[7])
+    x, y, z = (float(v) for v in ds.ImagePositionPatient)
+    ds.ImagePositionPatient = [x + 0.004, y - 0.003, z]  # 0.001 pixel: header rounding, not a tilt
+    ds.save_as(written.files[7])
+    volume = load_ct_series(tmp_path / "noise")
+    assert volume.summary["tilt_corrected"] is False
+    np.testing.assert_array_equal(volume.array.transpose(2, 1, 0), written.hu)  # no interpolation blur
