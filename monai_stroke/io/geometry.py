@@ -21,6 +21,7 @@ __all__ = [
     "slice_normal",
     "position_along_normal",
     "LPS_TO_RAS",
+    "MIN_SHIFT_PX",
     "SpacingCheck",
     "check_spacing",
     "tilt_angle_deg",
@@ -33,6 +34,8 @@ __all__ = [
 
 #: DICOM patient coordinates are LPS+; NIfTI/MONAI world coordinates are RAS+.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+#: Un-shear shifts below this many pixels are header rounding, not tilt: such slices are not resampled.
+MIN_SHIFT_PX = 0.05
 
 
 def slice_normal(image_orientation_patient: Sequence[float]) -> np.ndarray:
@@ -131,7 +134,7 @@ def in_plane_offsets(
 
 
 def shift_slices(
-    stack: np.ndarray, shifts_px: np.ndarray, fill_value: float, order: int = 1, min_shift_px: float = 1e-3
+    stack: np.ndarray, shifts_px: np.ndarray, fill_value: float, order: int = 1, min_shift_px: float = MIN_SHIFT_PX
 ) -> np.ndarray:
     """Translate each slice of a ``(Z, rows, columns)`` stack within its plane, in place where possible.
 
@@ -246,7 +249,7 @@ def regularize_stack(
     correct_tilt: bool = True,
     fill_value: float = -1024.0,
     order: int = 1,
-    min_shift_px: float = 0.05,
+    min_shift_px: float = MIN_SHIFT_PX,
 ) -> RegularStack:
     """Put sorted slices on a regular voxel grid: un-shear a gantry tilt and fill missing slices.
 
