@@ -3,7 +3,8 @@
 They follow :class:`monai.transforms.LoadImage` / :class:`monai.transforms.LoadImaged`: the array version maps a
 path to a ``MetaTensor`` ``(1, X, Y, Z)`` of float32 HU; the dictionary version wraps it. The metadata carries what
 later transforms need: ``affine`` (RAS, torch float64), ``original_affine``, ``spatial_shape``, ``filename_or_obj``,
-``series_uid``, ``tilt_deg``, ``spacing``, ``slice_uids`` - and never patient name, ID or birth date.
+``series_uid``, ``tilt_deg``, ``spacing``, ``slice_uids``, ``slice_files`` - and never patient name, ID or birth
+date.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def volume_to_metatensor(volume: CTVolume, dtype: DtypeLike = np.float32) -> Met
         ImageMetaKey.FILENAME_OR_OBJ: str(volume.summary.get("source", "")),
         "spacing": np.asarray(volume.spacing),
         "slice_uids": list(volume.slice_uids) if volume.slice_uids is not None else None,
+        "slice_files": list(volume.slice_files) if volume.slice_files is not None else None,
     }
     meta.update({key: volume.summary.get(key) for key in _META_FIELDS})
     array = np.asarray(volume.array, dtype=dtype)[None]

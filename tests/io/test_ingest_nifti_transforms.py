@@ -73,6 +73,7 @@ def test_load_ct_series_transform_returns_metatensor_with_geometry(tmp_path) -> 
     assert meta["tilt_deg"] == pytest.approx(10.0, abs=0.01)
     np.testing.assert_allclose(meta["spacing"], volume.spacing)
     assert meta["slice_uids"] == written.sop_uids
+    assert meta["slice_files"] == [str(f) for f in written.files]
     assert "PatientName" not in meta and "PatientID" not in meta
 
 
