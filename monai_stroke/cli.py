@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "atlas": "monai_stroke.commands.atlas:atlas",
     "ingest": "monai_stroke.commands.ingest:ingest",
     "manifest": "monai_stroke.commands.manifest:manifest",
+    "synth": "monai_stroke.commands.synth:synth",
 }
 
 

@@ -173,8 +173,7 @@ def write_patient(spec: PatientSpec, patient_dir: str | os.PathLike, head: HeadM
     codes_per_slice = [
         sorted(int(c) for c in np.unique(rendered.labels[:, :, z]) if c) for z in range(rendered.labels.shape[2])
     ]
-    record = spec.to_dict()
-    record["lesion_stats"] = rendered.lesion_stats
+    record = {"spec": spec.to_dict(), "lesion_stats": rendered.lesion_stats}
     (patient_dir / "spec.json").write_text(json.dumps(record, indent=1) + "\n")
     return {"lesion_stats": rendered.lesion_stats, "slice_codes": codes_per_slice}
 

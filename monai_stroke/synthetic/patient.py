@@ -9,8 +9,11 @@ TorchIO's applied-transform records: ``render_patient(spec)`` replays it exactly
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -114,8 +117,14 @@ class SynthConfig:
             raise UserInputError(
                 f"ischemic contrast range ({lo}, {hi}) HU must be negative (a drop) and above -30 HU; e.g. -6 -2"
             )
-        if self.noise_sd_hu[0] < 0:
-            raise UserInputError(f"noise SD range {self.noise_sd_hu} must not be negative")
+        if not (self.old_density_hu[0] >= -10.0 and self.old_density_hu[1] <= 30.0):
+            lo, hi = self.old_density_hu
+            raise UserInputError(f"old infarct density range ({lo}, {hi}) HU must lie within -10..30 (towards CSF)")
+        if not (self.hemorrhage_density_hu[0] >= 30.0 and self.hemorrhage_density_hu[1] <= 120.0):
+            lo, hi = self.hemorrhage_density_hu
+            raise UserInputError(f"hemorrhage density range ({lo}, {hi}) HU must lie within 30..120 (fresh blood)")
+        if not (self.noise_sd_hu[0] >= 0.0 and self.noise_sd_hu[1] <= 30.0):
+            raise UserInputError(f"noise SD range {tuple(self.noise_sd_hu)} HU must lie within 0..30")
         if not 0.0 <= self.tilt_fraction <= 1.0:
             raise UserInputError(f"tilt fraction {self.tilt_fraction} must be within 0..1")
         if self.n_slices[0] < 8:
@@ -161,6 +170,17 @@ class PatientSpec:
         out["couch"] = self.couch.to_dict()
         out["lesions"] = [les.to_dict() for les in self.lesions]
         return out
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike) -> PatientSpec:
+        """Read the spec from a patient's ``spec.json`` (as written by ``make_cohort``)."""
+        try:
+            record = json.loads(Path(path).read_text())
+            return cls.from_dict(record["spec"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UserInputError(
+                f"{path} is not a synthetic patient's spec.json ({exc}); regenerate the cohort"
+            ) from exc
 
     @classmethod
     def from_dict(cls, d: dict) -> PatientSpec:

@@ -14,9 +14,10 @@ Coordinate frames (see docs/ARCHITECTURE.md):
 A gantry tilt rotates the slice plane about the patient's left-right axis: the column direction becomes
 ``(0, cos t, -sin t)`` (moving down the image goes posterior and, for a positive tilt, inferior, as in scans
 angled along the orbitomeatal line). The slices stay parallel, but successive slice origins move along z, so
-the voxel grid is sheared. :meth:`ScannerGeometry.unshear` resamples it the way ingest does (each slice
-shifted in-plane to line up with the first, linear interpolation along the column direction), giving the
-orthogonal grid of :meth:`ScannerGeometry.ingest_affine` with slice spacing ``table_step * cos(tilt)``.
+the voxel grid is sheared. :meth:`ScannerGeometry.unshear` resamples it with ingest's own functions (each
+slice shifted in-plane so that its origin lies on the line through the mean origin along the normal, linear
+interpolation), giving the orthogonal grid of :meth:`ScannerGeometry.ingest_affine` with slice spacing
+``table_step * cos(tilt)``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monai_stroke.io.geometry import LPS_TO_RAS
+from monai_stroke.io.geometry import LPS_TO_RAS, in_plane_offsets, shift_slices, slice_stack_affine
 
 __all__ = ["ScannerGeometry", "HeadPose", "Couch", "rotation_matrix"]
 
@@ -110,17 +111,20 @@ class ScannerGeometry:
             + self.row_dir_lps[:, None, None] * c[None, None, :]
         )
 
-    def row_shift_px(self, k: int | np.ndarray) -> np.ndarray:
-        """Row offset of slice ``k``'s in-plane grid relative to slice 0's, in pixels (zero without tilt).
+    @property
+    def origins_lps(self) -> np.ndarray:
+        """``(n_slices, 3)`` ImagePositionPatient of every slice."""
+        return np.array([self.ipp(k) for k in range(self.n_slices)])
 
-        A table step ``dz`` moves the slice origin by ``dz * sin(tilt)`` along the column direction.
+    def unshear_shifts_px(self) -> np.ndarray:
+        """``(n_slices, 2)`` in-plane shifts (rows, columns) ingest applies to remove the tilt's shear.
+
+        Computed with ingest's own :func:`monai_stroke.io.geometry.in_plane_offsets`: each slice moves within its
+        plane so that its origin lies on the line through the mean origin along the normal (zero without tilt).
         """
-        return (
-            np.asarray(k, dtype=float)
-            * self.table_step_mm
-            * math.sin(math.radians(self.tilt_deg))
-            / self.pixel_spacing_mm
-        )
+        origins = self.origins_lps
+        offsets = in_plane_offsets(origins, self.row_dir_lps, self.col_dir_lps, origins.mean(axis=0))
+        return np.stack([offsets[:, 1], offsets[:, 0]], axis=1) / self.pixel_spacing_mm
 
     # --- the grid ingest returns ---------------------------------------------------------------------------
 
@@ -130,23 +134,24 @@ class ScannerGeometry:
         return (self.cols, self.rows, self.n_slices)
 
     def ingest_affine(self) -> np.ndarray:
-        """Orthogonal RAS affine of the un-sheared volume: X along the row direction, Y along the column
-        direction, Z along the slice normal, origin at slice 0's first pixel."""
-        lps = np.eye(4)
-        lps[:3, 0] = self.row_dir_lps * self.pixel_spacing_mm
-        lps[:3, 1] = self.col_dir_lps * self.pixel_spacing_mm
-        lps[:3, 2] = self.normal_lps * self.spacing_along_normal_mm
-        lps[:3, 3] = self.ipp(0)
+        """Orthogonal RAS affine of the un-sheared volume (X along the row direction, Y along the column
+        direction, Z along the slice normal), as ``monai_stroke.io.load_ct_series`` builds it: the origin is the
+        mean slice origin moved along the normal to the first slice's plane."""
+        reference = self.origins_lps.mean(axis=0)
+        spacing = self.spacing_along_normal_mm
+        origin = reference - (self.n_slices - 1) / 2.0 * spacing * self.normal_lps
+        pixel = (self.pixel_spacing_mm, self.pixel_spacing_mm)
+        lps = slice_stack_affine(self.row_dir_lps, self.col_dir_lps, pixel, self.normal_lps * spacing, origin)
         return LPS_TO_RAS @ lps
 
     def unshear(self, native: np.ndarray, cval: float = 0.0, first_slice: int = 0) -> np.ndarray:
         """Native slices ``(m, rows, cols)`` -> the ingest grid ``(X, Y, m)``.
 
-        Each slice is shifted along its rows by :meth:`row_shift_px` with linear interpolation; rows that come
-        from outside the slice get ``cval``. Without tilt this is a transpose.
+        Uses ingest's own in-plane shift (:func:`monai_stroke.io.geometry.shift_slices`, linear), so that a
+        lesion mask and the image ingest returns are resampled identically. Without tilt this is a transpose.
 
         Args:
-            native: array indexed ``[slice, row, col]``, slices ``first_slice .. first_slice + m - 1``.
+            native: float array indexed ``[slice, row, col]``, slices ``first_slice .. first_slice + m - 1``.
             cval: value for positions outside the acquired slice.
             first_slice: index of ``native[0]`` in the series (a slab of slices may be passed).
         """
@@ -156,20 +161,10 @@ class ScannerGeometry:
                 f"expected slices {first_slice}..{first_slice + m - 1} of a ({self.n_slices}, {self.rows}, "
                 f"{self.cols}) series, got shape {native.shape}"
             )
-        out = np.empty((self.cols, self.rows, m), dtype=native.dtype if native.dtype.kind == "f" else np.float32)
-        rows = np.arange(self.rows, dtype=np.float64)
-        for i in range(m):
-            shift = float(self.row_shift_px(first_slice + i))
-            if abs(shift) < 1e-9:
-                out[:, :, i] = native[i].T
-                continue
-            src = rows + shift
-            lo = np.clip(np.floor(src).astype(int), 0, self.rows - 2)
-            frac = (src - lo).astype(np.float32)[:, None]
-            plane = native[i, lo] * (1.0 - frac) + native[i, lo + 1] * frac
-            plane[(src < 0) | (src > self.rows - 1)] = cval
-            out[:, :, i] = plane.T
-        return out
+        stack = np.array(native, dtype=np.float32, copy=True)
+        if self.tilt_deg != 0.0:
+            shift_slices(stack, self.unshear_shifts_px()[first_slice : first_slice + m], fill_value=cval, order=1)
+        return stack.transpose(2, 1, 0)
 
     def to_dict(self) -> dict:
         return {
