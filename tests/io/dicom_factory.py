@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
@@ -47,6 +46,7 @@ __all__ = [
     "write_presentation_state",
     "write_other_modality",
     "encode_jpeg_lossless_sv1",
+    "slice_points",
     "nifti_from_volume",
 ]
 
@@ -549,8 +549,3 @@ def nifti_from_volume(path: str | Path, data: np.ndarray, affine: np.ndarray | N
     image = nib.Nifti1Image(np.asarray(data), np.eye(4) if affine is None else np.asarray(affine, float))
     nib.save(image, str(path))
     return Path(path)
-
-
-def read_back(path: str | Path) -> Dataset:
-    """Read a written file back (for tests that tweak one header field and write it again)."""
-    return pydicom.dcmread(path)

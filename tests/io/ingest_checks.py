@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["voxel_world_lps", "inside_source_fov", "blob_centroids_lps", "LPS_FLIP"]
+__all__ = ["voxel_world_lps", "inside_source_fov", "blob_centroids_lps", "match_error_mm", "LPS_FLIP"]
 
 LPS_FLIP = np.array([-1.0, -1.0, 1.0])
 
