@@ -382,12 +382,8 @@ def _label_sources(
             side = _side_word(str(row["side"]))
             if side is None:
                 raise UserInputError(f"table {table_path} row {row_number}: side {row['side']!r} is not L or R")
-        elif regex is not None:
-            match = regex.match(name)
-            if match is None:
-                raise UserInputError(
-                    f"table {table_path} row {row_number}: name {name!r} does not match --pattern {pattern!r}"
-                )
+        elif regex is not None and (match := regex.match(name)) is not None:
+            # a name that does not match (e.g. one label for both hemispheres) is taken whole, without a side
             name = match.group("region")
             if match.groupdict().get("side"):
                 side = _side_word(match.group("side"))

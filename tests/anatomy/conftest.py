@@ -41,3 +41,13 @@ def exported_atlas_dir(default_atlas: Atlas, tmp_path_factory: pytest.TempPathFa
     out = tmp_path_factory.mktemp("export") / "atlas"
     assert main(["atlas", "export", "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def masks_2mm(default_atlas: Atlas, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default atlas as a foreign mask folder: 2 mm, LAS, other names (see atlas_files), plus a stray file."""
+    from atlas_files import write_masks_2mm_las
+
+    folder = write_masks_2mm_las(default_atlas, tmp_path_factory.mktemp("foreign") / "masks")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
