@@ -4,8 +4,9 @@ A series is sampled from a *phantom*: a function of LPS world positions (mm, arr
 every pixel is the phantom at a known world position, a test can check an ingested volume voxel by voxel: evaluate
 the phantom at the world position the output affine gives each voxel and compare.
 
-Importable from any test folder (``from tests.io.dicom_factory import write_ct_series``) or with ``tests/io`` on
-``sys.path``. Nothing here imports monai_stroke: the fixtures must not share the code they test.
+Tests in ``tests/io`` import it as ``dicom_factory`` (pytest puts their folder on ``sys.path``); other test folders
+put ``tests/io`` on ``sys.path`` first (``sys.path.insert(0, str(Path(__file__).parents[1] / "io"))``). Nothing
+here imports monai_stroke: the fixtures must not share the code they test.
 """
 
 from __future__ import annotations

@@ -36,10 +36,13 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 
 def test_ingest_writes_nifti_and_json_summary(tmp_path, capsys) -> None:
     written = write_ct_series(tmp_path / "dicom", phantom=head_phantom(), tilt_deg=12.0, names="shuffled")
+    (tmp_path / "dicom" / "notes.dcm").write_text("not DICOM\n")  # mixed with a valid series: skipped, warned
     out = tmp_path / "out" / "ct.nii.gz"
     status, stdout, stderr = _run(["ingest", str(tmp_path / "dicom"), "--out", str(out), "--json"], capsys)
     assert status == 0, stderr
+    assert "warning: skipped 1 file that is not DICOM: notes.dcm" in stderr
     summary = json.loads(stdout)  # stdout is the JSON and nothing else
+    assert summary["skipped"]["not_dicom"] == 1
     assert summary["series_uid"] == written.series_uid and summary["n_slices"] == 12
     assert summary["shape"] == [48, 48, 12] and summary["tilt_deg"] == pytest.approx(12.0, abs=0.01)
     assert summary["output"] == str(out)
