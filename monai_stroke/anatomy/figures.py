@@ -116,6 +116,6 @@ def plot_atlas_slices(
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
     plt.close(fig)
     return path
