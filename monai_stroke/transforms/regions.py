@@ -751,12 +751,17 @@ class RegionCropd(MapTransform, MultiSampleTrait):
         return samples
 
 
-class RegionLabeld(Transform, ReduceTrait):
+class RegionLabeld(ReduceTrait):
     """Label region samples for a task and drop those outside it, after a task-independent cache.
 
     Takes the list of samples :class:`RegionCropd` made for one patient (a ``ReduceTrait``, so MONAI's
     ``Compose`` hands it the whole list and it can drop samples) or a single sample dict, and writes
     ``label_key`` (float32 ``(1,)``) from each sample's ``category`` via :meth:`TaskDefinition.label_of`.
+
+    It is deliberately *not* a ``monai.transforms.Transform``: MONAI's ``PersistentDataset`` and ``CacheDataset``
+    cache a chain up to its first random transform or its first callable that is not a ``Transform``, and they
+    key the cache by the input item alone. Everything from this transform on depends on the task (label, window),
+    so caching must stop here, or a cache folder shared by two tasks would hand one task the other's labels.
 
     Args:
         task: a task name or :class:`TaskDefinition`.
