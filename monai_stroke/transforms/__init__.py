@@ -16,6 +16,16 @@ from monai_stroke.transforms.intensity import (
     HUWindowd,
     parse_windows,
 )
+from monai_stroke.transforms.regions import (
+    MASK_FILL_HU,
+    TARGET_SLICE_KEY,
+    RegionCrop,
+    RegionCropd,
+    RegionLabeld,
+    region_categories,
+    region_records,
+    task_window,
+)
 from monai_stroke.transforms.slices import (
     SLICE_INDEX_KEY,
     SLICE_INDICES_META_KEY,
@@ -41,6 +51,15 @@ __all__ = [
     "LesionConcat",
     "LesionConcatd",
     "SliceSamplesd",
+    # region crops
+    "TARGET_SLICE_KEY",
+    "MASK_FILL_HU",
+    "RegionCrop",
+    "RegionCropd",
+    "RegionLabeld",
+    "region_categories",
+    "region_records",
+    "task_window",
     # augmentation
     "MAX_NOISE_STD_HU",
     "RequireHUd",
