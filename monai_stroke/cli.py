@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "ingest": "monai_stroke.commands.ingest:ingest",
     "manifest": "monai_stroke.commands.manifest:manifest",
     "synth": "monai_stroke.commands.synth:synth",
+    "window-search": "monai_stroke.commands.window_search:window_search",
 }
 
 
