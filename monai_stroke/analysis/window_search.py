@@ -164,7 +164,9 @@ def propose_window(
     if not 0.0 < mass < 1.0:
         raise UserInputError(f"mass must be in (0, 1), got {mass!r}")
     bin_hu = float(np.mean(np.diff(edges)))
-    smoothed = ndimage.gaussian_filter1d(difference, smooth_hu / bin_hu, mode="constant") if smooth_hu > 0 else difference
+    smoothed = (
+        ndimage.gaussian_filter1d(difference, smooth_hu / bin_hu, mode="constant") if smooth_hu > 0 else difference
+    )
     weights = np.abs(smoothed)
     total = weights.sum()
     if not np.isfinite(total) or total <= 0:
@@ -335,7 +337,9 @@ def _figures(hist: TaskHistograms, proposal: WindowProposal, smooth_hu: float, o
     names = []
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
     for label, name, colour in ((0, "/".join(task.negatives), "tab:blue"), (1, "/".join(task.positives), "tab:red")):
-        ax.plot(centres, hist.mean_histogram(label), color=colour, label=f"{name} ({hist.class_regions[label]} regions)")
+        ax.plot(
+            centres, hist.mean_histogram(label), color=colour, label=f"{name} ({hist.class_regions[label]} regions)"
+        )
     ax.set_xlabel("HU")
     ax.set_ylabel("fraction of region voxels per HU")
     ax.set_title(f"{task.name}: mean region histogram per class")
@@ -355,7 +359,9 @@ def _figures(hist: TaskHistograms, proposal: WindowProposal, smooth_hu: float, o
     t_low, t_high = task.window_hu
     for x in (t_low, t_high):
         ax.axvline(x, color="tab:purple", linestyle="--", linewidth=1)
-    ax.plot([], [], color="tab:purple", linestyle="--", label=f"task {task.window_center_hu:g}/{task.window_width_hu:g}")
+    ax.plot(
+        [], [], color="tab:purple", linestyle="--", label=f"task {task.window_center_hu:g}/{task.window_width_hu:g}"
+    )
     ax.set_xlabel("HU")
     ax.set_ylabel("difference of voxel fractions")
     ax.set_title(f"{task.name}: affected minus mirrored healthy side ({len(hist.patient_differences)} patients)")
