@@ -120,6 +120,8 @@ class Atlas:
             raise UserInputError(f"an atlas label map must be 3D, got shape {labels.shape}")
         if not (np.issubdtype(labels.dtype, np.integer) or np.all(np.mod(labels, 1) == 0)):
             raise UserInputError("an atlas label map must hold integers")
+        if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int16).max):
+            raise UserInputError(f"atlas labels must lie in 0..32767, got {labels.min()}..{labels.max()}")
         labels = labels.astype(np.int16, copy=True)
         labels.flags.writeable = False
         affine = np.asarray(self.affine, dtype=np.float64)

@@ -26,7 +26,7 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -83,17 +83,7 @@ class ImportReport:
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "source": self.source,
-            "layout": self.layout,
-            "sources": self.sources,
-            "dropped": self.dropped,
-            "ignored_files": self.ignored_files,
-            "unlabelled_values": self.unlabelled_values,
-            "overlaps": self.overlaps,
-            "missing": self.missing,
-            "warnings": self.warnings,
-        }
+        return asdict(self)
 
 
 # --- names -----------------------------------------------------------------------------------------------------
