@@ -18,6 +18,13 @@ from typing import Any
 __all__ = ["atomic_path", "atomic_dir", "write_text_atomic", "write_json_atomic"]
 
 
+def _umask() -> int:
+    # os.umask can only be read by setting it; set it straight back
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _suffixes(path: Path) -> str:
     # keep ".nii.gz" whole so that libraries that pick a writer by suffix still do the right thing
     return "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
@@ -35,6 +42,8 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".tmp{_suffixes(dest)}", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp makes the file private (0600); the final file should have the permissions a plain open() gives
+    os.chmod(tmp_path, 0o666 & ~_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
@@ -54,6 +63,7 @@ def atomic_dir(dest: str | os.PathLike, overwrite: bool = True) -> Iterator[Path
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a result folder should be as readable as mkdir's
     try:
         yield tmp
         if dest.exists():
