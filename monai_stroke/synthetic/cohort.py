@@ -34,6 +34,7 @@ import pandas as pd
 from monai_stroke import __version__
 from monai_stroke.errors import UserInputError
 from monai_stroke.manifests.dataset import COHORT_FILE, REGIONS_FILE, RSNA_LABELS_FILE
+from monai_stroke.manifests.schemas import SPLITS
 from monai_stroke.synthetic.dicom import write_ct_series
 from monai_stroke.synthetic.head import HeadModel
 from monai_stroke.synthetic.lesions import EARLY_ISCHEMIC_KINDS, HEMORRHAGE_KINDS, ISCHEMIC_KINDS
@@ -44,6 +45,7 @@ from monai_stroke.vocabulary import REGIONS, SIDES
 
 __all__ = [
     "PROFILE_CYCLE",
+    "EARLY_KIND_CYCLE",
     "SYNTH_MARKER",
     "LESION_CODES_FILE",
     "make_cohort",
@@ -69,6 +71,16 @@ PROFILE_CYCLE: tuple[str, ...] = (
     "hemorrhage",
 )
 LESION_CODES_FILE = "lesion_codes.csv"
+#: early ischemic kinds dealt to the early-lesion patients of each split in this order: the first one of a split
+#: always carries an early ischemic *sign* (frank hypodensity or territorial infarction, the paper's positives)
+EARLY_KIND_CYCLE: tuple[str, ...] = (
+    "frank_hypodensity",
+    "territorial_infarction",
+    "recent_infarction",
+    "scattered_infarction",
+    "territorial_infarction",
+    "frank_hypodensity",
+)
 #: file that marks a folder as a synthetic dataset (and lets --overwrite replace it)
 SYNTH_MARKER = "synth.json"
 # the RSNA labels file lists each image's subtypes in this order, "any" last, as the challenge's CSV does
@@ -135,11 +147,15 @@ def plan_cohort(
     bleeds = list(rng.permutation(HEMORRHAGE_KINDS))
     width = max(3, len(str(n_patients)))
     planned, code, n_bleed = [], 1, 0
+    n_early = dict.fromkeys(SPLITS, 0)
     for index, (split, profile) in enumerate(deal):
-        bleed_kind = None
+        bleed_kind = early_kind = None
         if "hemorrhage" in PROFILES[profile]:
             bleed_kind = str(bleeds[n_bleed % len(bleeds)])
             n_bleed += 1
+        if "early" in PROFILES[profile]:
+            early_kind = EARLY_KIND_CYCLE[n_early[split] % len(EARLY_KIND_CYCLE)]
+            n_early[split] += 1
         spec = plan_patient(
             patient_id=f"P{index + 1:0{width}d}",
             seed=[int(seed), index + 1],
@@ -148,6 +164,7 @@ def plan_cohort(
             config=config,
             first_code=code,
             bleed_kind=bleed_kind,
+            early_kind=early_kind,
             tilted=index in tilted,
         )
         code += len(spec.lesions)

@@ -20,10 +20,12 @@ from monai_stroke.errors import UserInputError
 from monai_stroke.utils import array_sha256
 from monai_stroke.vocabulary import REGIONS, SIDES
 
-__all__ = ["HeadModel", "TEXTURE_MARGIN"]
+__all__ = ["HeadModel", "TEXTURE_MARGIN", "HEAD_CELL_VOX"]
 
 # seeds of the lateral ventricles' bodies in MNI mm; the ventricle mask is the deep CSF connected to them
 _VENTRICLE_SEEDS_MM = ((-16.0, -12.0, 18.0), (16.0, -12.0, 18.0))
+#: cell size (voxels) of the coarse head occupancy map used to skip air when rendering
+HEAD_CELL_VOX = 4
 #: voxels by which the shared texture field exceeds the intracranial box on each side (room for random crops)
 TEXTURE_MARGIN = 16
 # CSF counts as "deep" (ventricles, not sulci or fissures near the surface) this far below the inner table
@@ -180,6 +182,22 @@ class HeadModel:
         if "box" not in self._cache:
             self._cache["box"] = ndimage.find_objects(self.intracranial.astype(np.uint8))[0]
         return self._cache["box"]
+
+    def occupied_cells(self, cell_vox: int = HEAD_CELL_VOX) -> np.ndarray:
+        """Coarse occupancy of the head (not air): ``cell_vox``-voxel cells, dilated by two cells.
+
+        Rendering skips sample points whose cell is empty: they are air whatever the interpolation.
+        """
+        key = ("cells", cell_vox)
+        if key not in self._cache:
+            head = self.hu > -990.0
+            pad = [(0, (-n) % cell_vox) for n in head.shape]
+            cells = np.pad(head, pad).reshape(
+                *(item for n in np.add(head.shape, [p[1] for p in pad]) for item in (n // cell_vox, cell_vox))
+            )
+            occupied = cells.any(axis=(1, 3, 5))
+            self._cache[key] = ndimage.binary_dilation(occupied, iterations=2)
+        return self._cache[key]
 
     def smoothed_hu(self, sigma_mm: float) -> np.ndarray:
         """The template blurred by an isotropic Gaussian (``sigma_mm`` = 0: the template itself).

@@ -448,6 +448,7 @@ def _plan_lesions(
     config: SynthConfig,
     first_code: int,
     bleed_kind: str | None,
+    early_kind: str | None,
 ) -> list[LesionSpec]:
     placer = _Placer(rng, head, config, first_code)
     groups = PROFILES[profile]
@@ -461,6 +462,7 @@ def _plan_lesions(
     if "early" in groups:
         kinds = list(_EARLY_KIND_WEIGHTS)
         kind = str(rng.choice(kinds, p=np.array(list(_EARLY_KIND_WEIGHTS.values()))))
+        kind = early_kind or kind
         if kind == "territorial_infarction":
             territory = _TERRITORIES[rng.integers(len(_TERRITORIES))]
             for region in territory:
@@ -503,6 +505,7 @@ def plan_patient(
     config: SynthConfig,
     first_code: int = 1,
     bleed_kind: str | None = None,
+    early_kind: str | None = None,
     tilted: bool | None = None,
 ) -> PatientSpec:
     """Draw one patient.
@@ -516,6 +519,8 @@ def plan_patient(
         first_code: label value of the patient's first lesion (codes are unique in a dataset).
         bleed_kind: hemorrhage subtype to use for a hemorrhage profile (the cohort cycles through them so that
             every subtype appears).
+        early_kind: early ischemic kind of an early profile's lesions (the cohort deals them so that every split
+            has the paper's early-ischemic-sign kinds); None draws one.
         tilted: force a gantry tilt on (True) or off (False); None draws it with ``config.tilt_fraction``.
     """
     from pydicom.uid import generate_uid
@@ -542,7 +547,9 @@ def plan_patient(
         noise_corr_mm=config.noise_corr_mm,
         psf_mm=config.psf_mm,
     )
-    spec.lesions = _plan_lesions(profile, rng, head, config, first_code, bleed_kind)
+    if early_kind is not None and early_kind not in EARLY_ISCHEMIC_KINDS:
+        raise UserInputError(f"early kind {early_kind!r} is not one of {', '.join(EARLY_ISCHEMIC_KINDS)}")
+    spec.lesions = _plan_lesions(profile, rng, head, config, first_code, bleed_kind, early_kind)
     spec.file_stems = _stems(rng, scanner.n_slices)
     entropy = ["monai-stroke-synthetic", *[str(s) for s in seed], patient_id]
     spec.uids = {name: str(generate_uid(entropy_srcs=[*entropy, name])) for name in ("study", "series", "frame")}

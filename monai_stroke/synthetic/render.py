@@ -10,9 +10,9 @@ Gaussian in-plane blur (the reconstruction's point spread), the head cradle, spa
 
 Lesion labels live on the grid ingest returns (:meth:`ScannerGeometry.ingest_affine`): each lesion's
 partial-volume weight is un-sheared like the image, a voxel is labelled with the lesion of largest weight
-where that weight reaches half the lesion's peak. Early ischemic amplitudes are solved (jointly, since
-neighbouring territory parts overlap through the slice thickness) so that each lesion's mean HU change over
-its labelled voxels equals its requested ``contrast_hu``.
+where that weight reaches half the lesion's peak (for blood: or a quarter of the voxel). Early ischemic
+amplitudes are solved (jointly, since neighbouring territory parts overlap through the slice thickness) so that
+each lesion's mean HU change over its labelled voxels equals its requested ``contrast_hu``.
 """
 
 from __future__ import annotations
@@ -25,18 +25,29 @@ import numpy as np
 from scipy import ndimage
 
 from monai_stroke.io.geometry import LPS_TO_RAS
-from monai_stroke.synthetic.head import TEXTURE_MARGIN, HeadModel
+from monai_stroke.synthetic.head import HEAD_CELL_VOX, TEXTURE_MARGIN, HeadModel
 from monai_stroke.synthetic.lesions import lesion_field, replacement_change
 from monai_stroke.synthetic.patient import PatientSpec
 
-__all__ = ["RenderedPatient", "render_patient", "patient_template", "default_head", "AIR_OUTSIDE_FOV_HU"]
+__all__ = [
+    "RenderedPatient",
+    "render_patient",
+    "patient_template",
+    "correlated_noise",
+    "default_head",
+    "AIR_OUTSIDE_FOV_HU",
+]
 
 #: value of pixels outside the reconstructed circle (stored value 0 with intercept -1024)
 AIR_OUTSIDE_FOV_HU = -1024.0
 # the template's resolution (mm): sub-slices are this far apart, and coarser pixels get extra in-plane blur
 _SAMPLE_MM = 1.0
-# a lesion is labelled where its weight reaches this fraction of its peak
+# a lesion is labelled where its weight reaches this fraction of its peak (its extent, whatever the partial volume
+# of thin cortical lesions) ...
 _LABEL_FRACTION = 0.5
+# ... and blood also where it fills this fraction of a voxel: thin blood in sulci or against the skull is visible
+# (tens of HU) long before it fills half of the thickest part's voxels
+_BLOOD_FRACTION = 0.25
 # a lesion whose peak weight on the patient grid stays below this is treated as not visible
 _MIN_PEAK = 0.05
 
@@ -119,8 +130,9 @@ class _SampledLesion:
         self.shape = np.asarray(weight.shape)
         self.weight_zyx = np.ascontiguousarray(weight.transpose(2, 1, 0))
         self.change_zyx = None if change is None else np.ascontiguousarray(change.transpose(2, 1, 0))
-        self.weights: dict[int, np.ndarray] = {}
-        self.changes: dict[int, np.ndarray] = {}
+        # slice index -> (row0, col0, block) on the native grid
+        self.weights: dict[int, tuple[int, int, np.ndarray]] = {}
+        self.changes: dict[int, tuple[int, int, np.ndarray]] = {}
 
     @classmethod
     def build(cls, spec, head: HeadModel, template: np.ndarray, smooth_mm: float) -> _SampledLesion:
@@ -134,27 +146,77 @@ class _SampledLesion:
             change = replacement_change(spec, weight, block)
         return cls(spec, lo, weight, change)
 
-    def sample(self, k: int, coords: np.ndarray, cmin: np.ndarray, cmax: np.ndarray) -> None:
-        """Sample slice ``k`` (sub-slice template coordinates ``coords``, shape ``(3, n_sub, H, W)``)."""
-        if self.weight_zyx.size == 0 or np.any(cmax < self.lo - 1) or np.any(cmin > self.lo + self.shape):
+    def sample(self, k: int, plane: _SlicePlane) -> None:
+        """Sample slice ``k`` where it can touch the lesion's block (a rectangle of the slice)."""
+        if self.weight_zyx.size == 0:
             return
-        local = coords - self.lo.reshape(3, 1, 1, 1)
-        inside = np.all((local > -1.0) & (local < self.shape.reshape(3, 1, 1, 1)), axis=0)
-        if not inside.any():
+        rect = plane.rectangle(self.lo, self.lo + self.shape)
+        if rect is None:
             return
-        points = local[::-1, inside]
-        w_sub = np.zeros(inside.shape, dtype=np.float32)
-        w_sub[inside] = ndimage.map_coordinates(self.weight_zyx, points, order=1, cval=0.0, prefilter=False)
+        coords = plane.coords(rect) - self.lo.reshape(3, 1, 1, 1)
+        points = coords[::-1]
+        w_sub = ndimage.map_coordinates(self.weight_zyx, points, order=1, cval=0.0, output=np.float32, prefilter=False)
         if not w_sub.any():
             return
-        self.weights[k] = w_sub.mean(axis=0)
+        self.weights[k] = plane.upsample(rect, w_sub.mean(axis=0))
         if self.change_zyx is not None:
-            c_sub = np.zeros(inside.shape, dtype=np.float32)
-            c_sub[inside] = ndimage.map_coordinates(self.change_zyx, points, order=1, cval=0.0, prefilter=False)
-            self.changes[k] = c_sub.mean(axis=0)
+            c_sub = ndimage.map_coordinates(
+                self.change_zyx, points, order=1, cval=0.0, output=np.float32, prefilter=False
+            )
+            self.changes[k] = plane.upsample(rect, c_sub.mean(axis=0))
 
 
-def render_patient(spec: PatientSpec, head: HeadModel | None = None, lesions: bool = True) -> RenderedPatient:
+class _SlicePlane:
+    """Template coordinates of one slice's sample points, on the render grid (every ``step``-th pixel).
+
+    Args:
+        idx: template voxel coordinates ``(3, h, w)`` of the slice plane's render-grid points.
+        offsets: sub-slice offsets (mm) along the normal.
+        normal_idx: template voxels per mm along the slice normal.
+        step: render-grid spacing in pixels (pixels finer than the template are sampled every ``step``-th and
+            interpolated back).
+        shape: the native slice shape ``(rows, cols)``.
+    """
+
+    def __init__(self, idx: np.ndarray, offsets: np.ndarray, normal_idx: np.ndarray, step: int, shape) -> None:
+        self.idx, self.offsets, self.normal_idx, self.step, self.shape = idx, offsets, normal_idx, step, shape
+        # how far the sub-slices reach from the centre plane, in template voxels
+        self.reach = np.abs(np.outer(normal_idx, offsets)).max(axis=1) + 1.0
+
+    def coords(self, rect: tuple[int, int, int, int] | None = None) -> np.ndarray:
+        """Sub-slice coordinates ``(3, n_sub, h, w)`` of the whole plane or of ``rect`` = (r0, r1, c0, c1)."""
+        idx = self.idx if rect is None else self.idx[:, rect[0] : rect[1], rect[2] : rect[3]]
+        return idx[:, None] + self.offsets[None, :, None, None] * self.normal_idx[:, None, None, None]
+
+    def rectangle(self, lo: np.ndarray, hi: np.ndarray) -> tuple[int, int, int, int] | None:
+        """Render-grid rectangle whose sub-slices can reach the template block ``[lo, hi)``, or None."""
+        near = np.ones(self.idx.shape[1:], dtype=bool)
+        for a in range(3):
+            near &= (self.idx[a] > lo[a] - 1 - self.reach[a]) & (self.idx[a] < hi[a] + self.reach[a])
+        if not near.any():
+            return None
+        rows, cols = np.nonzero(near.any(axis=1))[0], np.nonzero(near.any(axis=0))[0]
+        h, w = self.idx.shape[1:]
+        # one point of margin keeps the interpolation back to full resolution exact inside the rectangle
+        return (max(rows[0] - 1, 0), min(rows[-1] + 2, h), max(cols[0] - 1, 0), min(cols[-1] + 2, w))
+
+    def upsample(self, rect: tuple[int, int, int, int] | None, values: np.ndarray) -> tuple[int, int, np.ndarray]:
+        """Render-grid values -> native pixels: ``(row0, col0, block)`` (bilinear, pixel-centre aligned)."""
+        r0, c0 = (0, 0) if rect is None else (rect[0], rect[2])
+        if self.step == 1:
+            return r0, c0, values
+        block = ndimage.zoom(values, self.step, order=1, mode="nearest", grid_mode=True)
+        return r0 * self.step, c0 * self.step, block
+
+
+def _paste(out: np.ndarray, item: tuple[int, int, np.ndarray]) -> None:
+    r0, c0, block = item
+    out[r0 : r0 + block.shape[0], c0 : c0 + block.shape[1]] = block
+
+
+def render_patient(
+    spec: PatientSpec, head: HeadModel | None = None, lesions: bool = True, noise: bool = True
+) -> RenderedPatient:
     """Render one patient's series.
 
     Args:
@@ -162,6 +224,7 @@ def render_patient(spec: PatientSpec, head: HeadModel | None = None, lesions: bo
         head: template anatomy; the default template and atlas when None.
         lesions: False renders the same patient, same noise, without any lesion (the reference for contrast
             measurements).
+        noise: False leaves out the image noise (everything else identical).
     """
     head = default_head() if head is None else head
     geom, pose = spec.scanner, spec.pose
@@ -169,6 +232,10 @@ def render_patient(spec: PatientSpec, head: HeadModel | None = None, lesions: bo
     # part of that the template's own voxels do not already provide, then sample pixel centres
     # (rounded to 0.1 mm so that patients of one cohort size share one blurred template)
     pv_sigma = round(math.sqrt(max(geom.pixel_spacing_mm**2 - _SAMPLE_MM**2, 0.0) / 12.0), 1)
+    # pixels finer than the template add no detail: sample every step-th one and interpolate back
+    step = max(1, int(_SAMPLE_MM / geom.pixel_spacing_mm + 1e-6))
+    if geom.rows % step or geom.cols % step:
+        step = 1
     template = patient_template(spec, head, pv_sigma)
     n_sub = max(1, int(round(geom.slice_thickness_mm / _SAMPLE_MM)))
     offsets = geom.slice_thickness_mm * ((np.arange(n_sub) + 0.5) / n_sub - 0.5)
@@ -183,19 +250,25 @@ def render_patient(spec: PatientSpec, head: HeadModel | None = None, lesions: bo
     # sampling walks along the slice rows, i.e. along template x: make x the fastest-varying axis so that
     # neighbouring samples share cache lines (about 2x faster than the NIfTI order)
     template_zyx = np.ascontiguousarray(template.transpose(2, 1, 0))
+    cells = head.occupied_cells()
+    air = float(template[0, 0, 0])
     for k in range(n_slices):
-        grid_lps = geom.pixel_grid_lps(k)
-        ras = np.einsum("ij,j...->i...", LPS_TO_RAS[:3, :3], grid_lps)
+        ras = np.einsum("ij,j...->i...", LPS_TO_RAS[:3, :3], geom.pixel_grid_lps(k, step))
         idx = head.mm_to_index(pose.world_to_template(ras)).astype(np.float64)
-        coords = idx[:, None] + offsets[None, :, None, None] * normal_idx[:, None, None, None]
-        hu_sub = ndimage.map_coordinates(
-            template_zyx, coords[::-1], order=1, cval=-1000.0, output=np.float32, prefilter=False
-        )
-        clean[k] = hu_sub.mean(axis=0)
-        if fields:
-            cmin, cmax = coords.reshape(3, -1).min(axis=1), coords.reshape(3, -1).max(axis=1)
-            for lesion in fields:
-                lesion.sample(k, coords, cmin, cmax)
+        plane = _SlicePlane(idx, offsets, normal_idx, step, (rows, cols))
+        # only points near the head are interpolated; the rest of the field of view is air
+        cell = np.floor(idx / HEAD_CELL_VOX).astype(np.intp)
+        inside = np.all((cell >= 0) & (cell < np.reshape(cells.shape, (3, 1, 1))), axis=0)
+        inside[inside] = cells[tuple(c[inside] for c in cell)]
+        values = np.full(idx.shape[1:], air, dtype=np.float32)
+        if inside.any():
+            points = plane.coords()[:, :, inside][::-1]
+            values[inside] = ndimage.map_coordinates(
+                template_zyx, points, order=1, cval=air, output=np.float32, prefilter=False
+            ).mean(axis=0)
+        _paste(clean[k], plane.upsample(None, values))
+        for lesion in fields:
+            lesion.sample(k, plane)
 
     sigma_px = spec.psf_mm / geom.pixel_spacing_mm
     blur = functools.partial(ndimage.gaussian_filter, sigma=sigma_px, mode="nearest")
@@ -205,16 +278,30 @@ def render_patient(spec: PatientSpec, head: HeadModel | None = None, lesions: bo
     labels, stats = None, []
     if lesions:
         labels, stats = _apply_lesions(hu, clean, fields, geom, blur)
-    _finish(hu, spec)
+    _finish(hu, spec, noise)
     return RenderedPatient(hu=hu, labels=labels, affine=geom.ingest_affine(), lesion_stats=stats)
 
 
-def _finish(hu: np.ndarray, spec: PatientSpec) -> None:
+def correlated_noise(rng: np.random.Generator, shape: tuple[int, int], sd: float, sigma_px: float) -> np.ndarray:
+    """Gaussian-filtered white noise with standard deviation ``sd`` (float32), like reconstructed CT noise.
+
+    Args:
+        rng: random generator.
+        shape: image shape.
+        sd: standard deviation of the result.
+        sigma_px: Gaussian correlation length in pixels (0: white noise).
+    """
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    if sigma_px > 0:
+        noise = ndimage.gaussian_filter(noise, sigma_px)
+    return noise * np.float32(sd / _noise_kernel_norm(sigma_px))
+
+
+def _finish(hu: np.ndarray, spec: PatientSpec, noise: bool) -> None:
     """Head cradle, noise and the circular field of view, in place (identical with and without lesions)."""
     geom = spec.scanner
     rng = np.random.default_rng(np.random.SeedSequence([*spec.seed, 2]))
     sigma_px = spec.noise_corr_mm / geom.pixel_spacing_mm
-    scale = np.float32(spec.noise_sd_hu / _noise_kernel_norm(sigma_px))
     r = (np.arange(geom.rows) - (geom.rows - 1) / 2.0)[:, None]
     c = (np.arange(geom.cols) - (geom.cols - 1) / 2.0)[None, :]
     outside = (r * r + c * c) > (min(geom.rows, geom.cols) / 2.0) ** 2
@@ -222,17 +309,18 @@ def _finish(hu: np.ndarray, spec: PatientSpec) -> None:
         grid = geom.pixel_grid_lps(k)
         cover = spec.couch.fraction(grid[0], grid[1], geom.pixel_spacing_mm)
         hu[k] += cover * (np.float32(spec.couch.hu) - hu[k])
-        noise = rng.standard_normal((geom.rows, geom.cols), dtype=np.float32)
-        hu[k] += ndimage.gaussian_filter(noise, sigma_px) * scale
+        if noise:
+            hu[k] += correlated_noise(rng, (geom.rows, geom.cols), spec.noise_sd_hu, sigma_px)
         hu[k][outside] = AIR_OUTSIDE_FOV_HU
 
 
-def _slab(planes: dict[int, np.ndarray], geom, blur) -> tuple[int, np.ndarray]:
+def _slab(planes: dict[int, tuple[int, int, np.ndarray]], geom, blur) -> tuple[int, np.ndarray]:
     """Blurred native planes of one lesion as a contiguous slab ``(first_slice, (m, rows, cols))``."""
     k0, k1 = min(planes), max(planes) + 1
     out = np.zeros((k1 - k0, geom.rows, geom.cols), dtype=np.float32)
-    for k, plane in planes.items():
-        out[k - k0] = blur(plane)
+    for k, item in planes.items():
+        _paste(out[k - k0], item)
+        out[k - k0] = blur(out[k - k0])
     return k0, out
 
 
@@ -282,7 +370,10 @@ def _apply_lesions(hu, clean, fields: list[_SampledLesion], geom, blur) -> tuple
         if item is None or float(item[1].max()) < _MIN_PEAK:
             continue
         z0, w = item
-        mask = (w >= _LABEL_FRACTION * float(w.max())) & (owner[:, :, z0 : z0 + w.shape[2]] == j)
+        threshold = _LABEL_FRACTION * float(w.max())
+        if fields[j].spec.hemorrhage:
+            threshold = min(threshold, _BLOOD_FRACTION)
+        mask = (w >= threshold) & (owner[:, :, z0 : z0 + w.shape[2]] == j)
         if mask.any():
             masks[j] = (z0, mask)
             labels[:, :, z0 : z0 + w.shape[2]][mask] = fields[j].spec.code

@@ -100,10 +100,17 @@ class ScannerGeometry:
         origin = self.slice_center_lps(k) - half_c * self.row_dir_lps - half_r * self.col_dir_lps
         return [float(v) for v in origin]
 
-    def pixel_grid_lps(self, k: float) -> np.ndarray:
-        """LPS coordinates ``(3, rows, cols)`` of the pixel centres of slice ``k`` (fractional ``k`` allowed)."""
-        r = np.arange(self.rows) * self.pixel_spacing_mm
-        c = np.arange(self.cols) * self.pixel_spacing_mm
+    def pixel_grid_lps(self, k: float, step: int = 1) -> np.ndarray:
+        """LPS coordinates ``(3, rows // step, cols // step)`` of pixel centres of slice ``k``.
+
+        Args:
+            k: slice index (fractional allowed).
+            step: with ``step > 1`` the centres of ``step x step`` pixel blocks (a coarser grid over the same
+                field of view).
+        """
+        offset = (step - 1) / 2.0
+        r = (np.arange(self.rows // step) * step + offset) * self.pixel_spacing_mm
+        c = (np.arange(self.cols // step) * step + offset) * self.pixel_spacing_mm
         origin = np.asarray(self.ipp(0)) + k * self.table_step_mm * np.array([0.0, 0.0, 1.0])
         return (
             origin[:, None, None]
