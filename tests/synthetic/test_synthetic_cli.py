@@ -43,10 +43,9 @@ def test_same_seed_gives_the_same_bytes_and_another_seed_does_not(tmp_path: Path
     assert files == _files(second) and len(files) > 60
     match, mismatch, errors = filecmp.cmpfiles(first, second, [str(f) for f in files], shallow=False)
     assert mismatch == [] and errors == []
-    other = plan_cohort(3, seed=12, config=SynthConfig())
-    assert [s.to_dict() for s, _ in other] != [
-        PatientSpec.from_json(first / f"P00{i}" / "spec.json").to_dict() for i in (1, 2, 3)
-    ]
+    other = plan_cohort(2, seed=12, config=SynthConfig())
+    mine = [PatientSpec.from_json(first / f"P00{i}" / "spec.json").to_dict() for i in (1, 2)]
+    assert [s.to_dict() for s, _ in other] != mine
 
 
 def test_a_patient_re_renders_from_its_spec_byte_for_byte(synthetic_small_cohort: Path, tmp_path: Path) -> None:
