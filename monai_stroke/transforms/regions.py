@@ -244,6 +244,9 @@ def _interp_matrix(centres: np.ndarray, n_in: int, scale: float, nearest: bool) 
     more than one voxel (anti-aliasing); indices beyond the grid repeat the edge voxel. Returns the first input
     index used and the ``(n_out, m)`` weights over input voxels ``start .. start + m - 1``; each row sums to 1.
     """
+    # a centre within rounding error of a voxel centre is that voxel: its value is copied, not re-weighted
+    snapped = np.round(centres)
+    centres = np.where(np.abs(centres - snapped) < 1e-6, snapped, centres)
     if nearest:
         idx = np.clip(np.floor(centres + 0.5).astype(np.int64), 0, n_in - 1)
         start = int(idx.min())
