@@ -17,9 +17,19 @@ from monai_stroke.data.cache import (
     part_cache_key,
     prepare_patients,
     series_fingerprint,
+    source_dataset,
 )
 from monai_stroke.data.from_contract import dataset_from_contract, prediction_dataset
 from monai_stroke.data.recipe import Recipe, input_channels
+from monai_stroke.data.regions import (
+    ISCHEMIC_CHAIN,
+    RegionDataset,
+    atlas_of,
+    predict_regions,
+    region_chain_params,
+    region_dataset_from_contract,
+    region_datasets,
+)
 from monai_stroke.data.slices import (
     HEMORRHAGE_CHAIN,
     SLICE_IDS_KEY,
@@ -39,6 +49,14 @@ __all__ = [
     "part_cache_key",
     "prepare_patients",
     "series_fingerprint",
+    "source_dataset",
+    "ISCHEMIC_CHAIN",
+    "RegionDataset",
+    "atlas_of",
+    "predict_regions",
+    "region_chain_params",
+    "region_dataset_from_contract",
+    "region_datasets",
     "Recipe",
     "input_channels",
     "HEMORRHAGE_CHAIN",

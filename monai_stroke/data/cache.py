@@ -27,31 +27,26 @@ import hashlib
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-import yaml
 from monai.data import Dataset as MonaiDataset
 from monai.data import PersistentDataset
 from monai.data.meta_obj import get_track_meta, set_track_meta
 from monai.transforms import Compose
 
-from monai_stroke import __version__
 from monai_stroke.errors import UserInputError
-from monai_stroke.transforms.chains import chain_path, read_chain
+from monai_stroke.transforms.chains import chain_identity
 
-__all__ = ["CACHE_KEY", "default_cache_dir", "series_fingerprint", "part_cache_key", "prepare_patients", "SampleDataset"]
+__all__ = ["CACHE_KEY", "default_cache_dir", "source_dataset", "series_fingerprint", "part_cache_key", "prepare_patients", "SampleDataset"]
 
 logger = logging.getLogger(__name__)
 
 #: Item key holding the cache key of a patient (part of what PersistentDataset hashes).
 CACHE_KEY = "cache_key"
-
-_PARAM_REF = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def default_cache_dir() -> Path:
@@ -86,7 +81,8 @@ def series_fingerprint(path: str | os.PathLike) -> str:
 
 
 def part_cache_key(chain: str | os.PathLike, part: str, params: Mapping[str, Any], **identities: Any) -> str:
-    """Hash of what a chain part computes: its YAML text, the parameters it refers to, and ``identities``.
+    """Hash of what a chain part computes (:func:`~monai_stroke.transforms.chains.chain_identity`: its YAML and the
+    parameters it refers to) and of ``identities`` (template, atlas, ... whose files may change under one path).
 
     Parameters the part does not refer to (``@name``) are left out, so that e.g. the task window, used only by
     a later part, does not invalidate the cached region crops.
@@ -95,21 +91,35 @@ def part_cache_key(chain: str | os.PathLike, part: str, params: Mapping[str, Any
         chain: chain name or fragment path.
         part: the cached part (normally ``preprocess``).
         params: the chain's parameters after overrides (:func:`~monai_stroke.transforms.chains.chain_params`).
-        identities: more values the result depends on (template/atlas identity, ...).
+        identities: more values the result depends on.
     """
-    content = read_chain(chain)
-    if part not in content["parts"]:
-        raise UserInputError(f"transform chain {str(chain)!r} has no part {part!r}")
-    text = yaml.safe_dump(content["parts"][part], sort_keys=True)
-    used = sorted(set(_PARAM_REF.findall(text)) & set(params))
-    payload = {
-        "chain": Path(chain_path(chain)).name,
-        "part": text,
-        "params": {k: params[k] for k in used},
-        "identities": identities,
-        "monai_stroke": __version__,
-    }
+    payload = {"part": chain_identity(chain, part, **params), "identities": identities}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def source_dataset(dataset_dir: str | os.PathLike | None = None, series: str | os.PathLike | None = None) -> Any:
+    """What inference reads: a dataset folder (all its patients), or one series as a one-patient dataset.
+
+    Args:
+        dataset_dir: a dataset folder (``cohort.csv``); ignored when ``series`` is given.
+        series: one DICOM folder or NIfTI file; its patient id is the folder or file name.
+
+    Returns:
+        a :class:`monai_stroke.manifests.Dataset`.
+    """
+    import pandas as pd
+
+    from monai_stroke.manifests import Dataset, load_dataset
+
+    if series not in (None, ""):
+        path = Path(series)
+        if not path.exists():
+            raise UserInputError(f"series {path} does not exist; give a DICOM folder or a NIfTI file")
+        cohort = pd.DataFrame({"patient_id": [path.name], "series_dir": [str(path.resolve())], "split": [""]})
+        return Dataset(Path("/"), cohort, pd.DataFrame(columns=["patient_id", "side", "region", "category"]))
+    if dataset_dir not in (None, ""):
+        return load_dataset(dataset_dir)
+    raise UserInputError("give a dataset folder (dataset_dir) or one series (series) to predict")
 
 
 def _dist_info() -> tuple[int, int]:

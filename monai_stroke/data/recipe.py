@@ -15,11 +15,13 @@ def input_channels(windows: Any, neighbours: int, channels_per_slice: int = 1) -
     """Network input channels: windows x stacked slices (x channels per slice, e.g. 2 with contralateral crops).
 
     Args:
-        windows: any window specification of :func:`~monai_stroke.transforms.parse_windows`.
+        windows: the number of windows, or any window specification of
+            :func:`~monai_stroke.transforms.parse_windows`.
         neighbours: slices stacked on each side of the target slice.
         channels_per_slice: HU channels per slice before windowing.
     """
-    return len(parse_windows(windows)) * (2 * int(neighbours) + 1) * int(channels_per_slice)
+    n_windows = int(windows) if isinstance(windows, int) else len(parse_windows(windows))
+    return n_windows * (2 * int(neighbours) + 1) * int(channels_per_slice)
 
 
 @dataclasses.dataclass

@@ -33,7 +33,14 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from monai_stroke.contract import Contract
-from monai_stroke.data.cache import CACHE_KEY, SampleDataset, part_cache_key, prepare_patients, series_fingerprint
+from monai_stroke.data.cache import (
+    CACHE_KEY,
+    SampleDataset,
+    part_cache_key,
+    prepare_patients,
+    series_fingerprint,
+    source_dataset,
+)
 from monai_stroke.data.recipe import Recipe, input_channels
 from monai_stroke.errors import UserInputError
 from monai_stroke.manifests import load_dataset
@@ -390,21 +397,7 @@ def predict_slices(
         num_workers: processes preparing series in parallel.
     """
     params = _contract_params(contract)
-    if series not in (None, ""):
-        # one series: a minimal in-memory dataset folder view (no cohort.csv needed)
-        from monai_stroke.manifests import Dataset
-
-        path = Path(series)
-        if not path.exists():
-            raise UserInputError(f"series {path} does not exist; give a DICOM folder or a NIfTI file")
-        cohort = pd.DataFrame({"patient_id": [path.name], "series_dir": [str(path.resolve())], "split": [""]})
-        dataset = Dataset(Path("/"), cohort, pd.DataFrame(columns=["patient_id", "side", "region", "category"]))
-        groups = {"predict": [path.name]}
-        cache_dir = None
-    elif dataset_dir not in (None, ""):
-        dataset = load_dataset(dataset_dir)
-        groups = {"predict": dataset.patients}
-    else:
-        raise UserInputError("give a dataset folder (dataset_dir) or one series (series) to predict")
+    dataset = source_dataset(dataset_dir, series)
+    groups = {"predict": dataset.patients}
     (out,) = _build(dataset, groups, contract.chain, params, False, cache_dir, num_workers, labelled_only=False)
     return out
