@@ -162,8 +162,13 @@ def _surface_patch(spec: LesionSpec, head: HeadModel, mesh, lo, hi, lens: bool) 
     depth = _block(head.depth_mm, lo, hi) - 0.5
     w = soft_step(depth - thickness, spec.edge_mm) * (thickness > 0.25) * _block(head.intracranial, lo, hi)
     # the falx stops a convexity collection at the midline
-    side_sign = 1.0 if p0[0] >= 0 else -1.0
-    return (w * soft_step(-side_sign * mesh[0], 1.0)).astype(np.float32)
+    return (w * _same_side(spec, mesh)).astype(np.float32)
+
+
+def _same_side(spec: LesionSpec, mesh) -> np.ndarray:
+    """1 on the side of the lesion's (first) centre, 0 across the midline (the falx), a 1 mm soft edge."""
+    side_sign = 1.0 if spec.centers_mm[0][0] >= 0 else -1.0
+    return soft_step(-side_sign * mesh[0], 1.0)
 
 
 def lesion_field(spec: LesionSpec, head: HeadModel) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +208,8 @@ def lesion_field(spec: LesionSpec, head: HeadModel) -> tuple[np.ndarray, np.ndar
             inside = (_block(head.atlas_labels, lo, hi) == head.region_label(spec.side, spec.region)).astype(np.float32)
             w = w * np.clip(ndimage.gaussian_filter(inside, _REGION_EDGE_SIGMA_MM / head.voxel_mm), 0.0, 1.0)
     elif kind == "intraparenchymal":
-        w = _blobs(spec, mesh) * _block(head.intracranial, lo, hi)
+        # a parenchymal clot stays in its hemisphere's brain tissue
+        w = _blobs(spec, mesh) * _block(head.tissue, lo, hi) * _same_side(spec, mesh)
     elif kind in ("subdural", "epidural"):
         w = _surface_patch(spec, head, mesh, lo, hi, lens=kind == "epidural")
     elif kind == "subarachnoid":
