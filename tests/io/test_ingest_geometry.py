@@ -76,15 +76,18 @@ BLOBS_LPS = np.array([[10.0, -20.0, -25.0], [-30.0, 15.0, 0.0], [25.0, 30.0, 24.
 TILT_CASE = dict(n_slices=36, shape=(64, 64), pixel_spacing=(3.0, 3.0), slice_step_mm=2.5, tilt_deg=25.0)
 
 
-def _blob_series(tmp_path):
+@pytest.fixture(scope="module")
+def blob_series(tmp_path_factory):
+    """The tilted blob phantom, written once for the tests of this module (they only read it)."""
     background = head_phantom(shell_mm=0.0, brain_hu=30.0)  # air around a bone-free head: only blobs are bright
     phantom = blob_phantom(BLOBS_LPS, sigma_mm=3.0, peak_hu=1000.0, background=background)
-    return write_ct_series(tmp_path / "tilted", phantom=phantom, **TILT_CASE)
+    folder = tmp_path_factory.mktemp("tilted")
+    return folder, write_ct_series(folder, phantom=phantom, **TILT_CASE)
 
 
-def test_tilted_series_puts_spheres_where_they_are_and_naive_reading_does_not(tmp_path) -> None:
-    written = _blob_series(tmp_path)
-    volume = load_ct_series(tmp_path / "tilted")
+def test_tilted_series_puts_spheres_where_they_are_and_naive_reading_does_not(blob_series) -> None:
+    folder, written = blob_series
+    volume = load_ct_series(folder)
     assert volume.summary["tilt_deg"] == pytest.approx(25.0, abs=0.01)
     assert volume.summary["tilt_corrected"] is True
     assert volume.array.shape == (64, 64, 36)  # one output slice per input slice
@@ -105,9 +108,9 @@ def test_tilted_series_puts_spheres_where_they_are_and_naive_reading_does_not(tm
     assert naive_error.max() > 8.0 and naive_error.mean() > 4.0
 
 
-def test_keep_tilt_puts_the_shear_in_the_affine(tmp_path) -> None:
-    written = _blob_series(tmp_path)
-    volume = load_ct_series(tmp_path / "tilted", correct_tilt=False)
+def test_keep_tilt_puts_the_shear_in_the_affine(blob_series) -> None:
+    folder, written = blob_series
+    volume = load_ct_series(folder, correct_tilt=False)
     assert volume.summary["tilt_corrected"] is False
     # pixels untouched: exactly the stored slices
     np.testing.assert_array_equal(volume.array, written.hu.transpose(2, 1, 0))
@@ -118,9 +121,8 @@ def test_keep_tilt_puts_the_shear_in_the_affine(tmp_path) -> None:
     assert np.all(match_error_mm(measured, BLOBS_LPS) < 1.0)
 
 
-def test_sheared_nifti_is_unsheared_on_reading(tmp_path) -> None:
-    _blob_series(tmp_path)
-    sheared = load_ct_series(tmp_path / "tilted", correct_tilt=False)
+def test_sheared_nifti_is_unsheared_on_reading(tmp_path, blob_series) -> None:
+    sheared = load_ct_series(blob_series[0], correct_tilt=False)
     out = save_nifti(sheared, tmp_path / "sheared.nii.gz")
     import nibabel as nib
 
