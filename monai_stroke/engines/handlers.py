@@ -104,6 +104,7 @@ class PredictionCollector:
         output_transform: ``engine.state.output`` -> ``(logits, labels)``, batched (evaluator with
             ``decollate=False``).
         id_key: batch key of the sample ids.
+        metrics: put the epoch metrics into ``engine.state.metrics`` (False at inference, where labels are unknown).
     """
 
     def __init__(
@@ -111,8 +112,10 @@ class PredictionCollector:
         prefix: str = "val_",
         output_transform: Callable[[Any], tuple[torch.Tensor, torch.Tensor]] = _default_output,
         id_key: str = "sample_id",
+        metrics: bool = True,
     ) -> None:
         self.prefix = prefix
+        self.metrics = bool(metrics)
         self.output_transform = output_transform
         self.id_key = id_key
         self._probs: list[torch.Tensor] = []
@@ -152,7 +155,7 @@ class PredictionCollector:
         order = np.unique(ids, return_index=True)[1]  # sorted ids, first occurrence (padding repeats samples)
         pred = Predictions(ids[order], probs[order], labels[order])
         engine.state.predictions = pred
-        if len(pred.sample_id):
+        if self.metrics and len(pred.sample_id):
             m = binary_metrics(pred.label[:, 0], pred.prob[:, 0], 0.5)
             for name in EPOCH_METRICS:
                 engine.state.metrics[f"{self.prefix}{name}"] = m[name]
@@ -225,6 +228,8 @@ class BestLossCheckpoint:
                 "val_loss": loss,
                 "thresholds": choice.per_group,
                 "val_losses": [v for _, v in self.history],
+                "val_samples": int(len(engine.state.predictions.sample_id)),
+                "world_size": world_size(),
             },
         )
         engine.state.best_val_loss, engine.state.best_val_epoch = loss, epoch
@@ -564,8 +569,7 @@ class PredictionWriter:
                     f"{r['side']}:{r['region']}" for _, r in group.iterrows() if bool(r["positive"])
                 ]
             patients.append(entry)
+        plural = "series" if level == "series" else f"{level}s"
         write_text_atomic(self.output_dir / "predictions.csv", _csv_text(frame))
-        write_json_atomic(
-            self.output_dir / "predictions.json", {"model": self.model.identity, level + "s": patients}
-        )
-        logger.info("wrote predictions of %d %ss to %s", len(patients), level, self.output_dir / "predictions.json")
+        write_json_atomic(self.output_dir / "predictions.json", {"model": self.model.identity, plural: patients})
+        logger.info("wrote predictions of %d %s to %s", len(patients), plural, self.output_dir / "predictions.json")
