@@ -16,8 +16,9 @@ decides whether a network sees the difference at all. The search looks where the
    negatives (a healthy contralateral side), ``affected - mirror``; averaged per patient, then over patients
    (every patient weighs the same, however many affected regions it has).
 4. **Proposal rule.** The mean difference ``D`` is smoothed (Gaussian, ``smooth_hu``) and its absolute value
-   ``|D|`` read as a mass distribution over HU: the window is the central interval holding ``mass`` (default 90 %)
-   of it, from the ``(1 - mass) / 2`` to the ``(1 + mass) / 2`` quantile, linearly interpolated within bins:
+   ``|D|`` read as a mass distribution over HU, bins below ``floor`` (5 %) of its peak set to zero (the low noise a
+   few pairs leave over the whole range, e.g. skull caught at a cortical region's edge, would otherwise widen the
+   window): the window is the central interval holding ``mass`` (default 90 %) of it, from the ``(1 - mass) / 2`` to the ``(1 + mass) / 2`` quantile, linearly interpolated within bins:
    ``center = (low + high) / 2``, ``width = high - low``, rounded to whole HU. ``|D|`` has a lobe where the
    affected side has extra voxels (the lesion's HU) and one where the healthy side has them (parenchyma), so the
    window spans both and maps the difference onto as many grey levels as possible. For a small shift ``d`` of a
@@ -75,8 +76,8 @@ WINDOW_SEARCH_CHAIN_PARAMS: dict[str, Any] = {
 }
 RULE = (
     "central {mass:.0%} of the mass of |mean affected-minus-mirror difference histogram| (Gaussian-smoothed, "
-    "sigma {smooth_hu:g} HU): low/high = its {lo_q:.0%}/{hi_q:.0%} quantiles, center = (low + high) / 2, "
-    "width = high - low, rounded to whole HU"
+    "sigma {smooth_hu:g} HU; bins below 5% of its peak ignored): low/high = its {lo_q:.0%}/{hi_q:.0%} quantiles, "
+    "center = (low + high) / 2, width = high - low, rounded to whole HU"
 )
 
 
@@ -143,8 +144,15 @@ def density(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / values.size
 
 
+def _mean_in_range(values: np.ndarray, edges: np.ndarray) -> float:
+    """Mean of the values inside the histogram range: a few skull or calcification voxels caught at a region's edge
+    (hundreds of HU) would otherwise outweigh a difference of a few HU."""
+    inside = values[(values >= edges[0]) & (values < edges[-1])]
+    return float(inside.mean()) if inside.size else float("nan")
+
+
 def propose_window(
-    difference: np.ndarray, edges: np.ndarray, mass: float = 0.9, smooth_hu: float = 1.0
+    difference: np.ndarray, edges: np.ndarray, mass: float = 0.9, smooth_hu: float = 1.0, floor: float = 0.05
 ) -> WindowProposal:
     """The window holding the central ``mass`` of ``|difference|`` (see the module docstring for the rule).
 
@@ -153,6 +161,7 @@ def propose_window(
         edges: bin edges in HU (``len(difference) + 1``, uniform).
         mass: fraction of the absolute difference mass inside the window, in (0, 1).
         smooth_hu: Gaussian smoothing of the difference before the rule, HU (0: none).
+        floor: bins whose smoothed ``|difference|`` is below this fraction of its peak carry no mass (noise).
 
     Raises:
         UserInputError: no difference mass (e.g. no affected region with a healthy mirror), or bad arguments.
@@ -168,6 +177,7 @@ def propose_window(
         ndimage.gaussian_filter1d(difference, smooth_hu / bin_hu, mode="constant") if smooth_hu > 0 else difference
     )
     weights = np.abs(smoothed)
+    weights = np.where(weights >= floor * weights.max(), weights, 0.0) if weights.max() > 0 else weights
     total = weights.sum()
     if not np.isfinite(total) or total <= 0:
         raise UserInputError("the difference histogram is empty: no affected region with a healthy mirror region")
@@ -216,13 +226,13 @@ class TaskHistograms:
         hist = density(own, self.edges)
         self.class_sum[label] += hist
         self.class_regions[label] += 1
-        self.class_mean_hu[label].append(float(own.mean()))
+        self.class_mean_hu[label].append(_mean_in_range(own, self.edges))
         mirror_category = sample.get("contralateral_category", "")
         healthy_mirror = bool(mirror_category) and self.task.label_of(mirror_category) == 0
         if label == 1 and healthy_mirror and mirror is not None and mirror.size:
             patient = str(sample.get("patient_id", ""))
             self.patient_differences.setdefault(patient, []).append(hist - density(mirror, self.edges))
-            self.pair_mean_differences.append(float(own.mean() - mirror.mean()))
+            self.pair_mean_differences.append(_mean_in_range(own, self.edges) - _mean_in_range(mirror, self.edges))
 
     def mean_histogram(self, label: int) -> np.ndarray:
         """Mean density histogram of class ``label`` (0 negatives, 1 positives); zeros without regions."""
@@ -249,7 +259,8 @@ class TaskHistograms:
         """Numbers for ``windows.json``: proposal, counts, mean HU per class, paired mean difference."""
 
         def _mean(values: Sequence[float]) -> float | None:
-            return round(float(np.mean(values)), 3) if len(values) else None
+            finite = [v for v in values if math.isfinite(v)]
+            return round(float(np.mean(finite)), 3) if finite else None
 
         out: dict[str, Any] = {}
         if proposal is not None:

@@ -331,7 +331,10 @@ class RegionCrop(Transform, MultiSampleTrait):
     ``contralateral``, ``target_slice``, ``template_slices`` (``(S, k)`` grid planes per slice),
     ``template_slice_z_mm``, ``crop_box_mm`` (``(3, 2)`` RAS mm edges), ``slice_thickness_mm``,
     ``atlas_identity``, and the crop's affine; the input's meta is kept otherwise (registration fields included,
-    per-native-slice lists dropped). See the module docstring for the rules.
+    per-native-slice lists dropped). A crop starts with no applied operations: it is not invertible in MONAI's
+    sense (inverting the registration on a crop would be wrong); its affine maps it into template space and the
+    registration fields from there to the patient (``monai_stroke.transforms.registration.map_to_patient``). See
+    the module docstring for the rules.
 
     Args:
         atlas: an :class:`~monai_stroke.anatomy.Atlas`, an atlas folder, or None for ``Atlas.default()`` (loaded on
@@ -623,8 +626,7 @@ class RegionCrop(Transform, MultiSampleTrait):
         out = []
         for _, crop, _, meta in self.crop_all(img):
             if get_track_meta():
-                applied = list(img.applied_operations) if isinstance(img, MetaTensor) else []
-                out.append(MetaTensor(crop, meta=meta, applied_operations=applied))
+                out.append(MetaTensor(crop, meta=meta))
             else:
                 out.append(crop)
         return out
@@ -739,8 +741,7 @@ class RegionCropd(MapTransform, MultiSampleTrait):
                 _, crop, _, meta = crops[key][i]
                 if patient_id is not None:
                     meta = {**meta, self.patient_id_key: patient_id}
-                applied = list(d[key].applied_operations) if isinstance(d[key], MetaTensor) else []
-                sample[key] = MetaTensor(crop, meta=meta, applied_operations=applied) if get_track_meta() else crop
+                sample[key] = MetaTensor(crop, meta=meta) if get_track_meta() else crop
             sample["side"], sample["region"] = geometry.side, geometry.region
             sample[TARGET_SLICE_KEY] = geometry.target_slice
             sample[CATEGORY_KEY] = categories.get((geometry.side, geometry.region), "")
