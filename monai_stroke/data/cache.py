@@ -36,6 +36,7 @@ import torch
 from monai.data import Dataset as MonaiDataset
 from monai.data import PersistentDataset
 from monai.data.meta_obj import get_track_meta, set_track_meta
+from monai.data.utils import pickle_hashing
 from monai.transforms import Compose
 
 from monai_stroke.errors import UserInputError
@@ -143,6 +144,15 @@ def _lean_sample_context() -> Iterator[None]:
         set_track_meta(track)
 
 
+def _cache_hash(item: Mapping[str, Any]) -> bytes:
+    # What was computed (CACHE_KEY: chain part, parameters, series fingerprint) and for whom, not where the
+    # dataset folder lies: a moved or symlinked dataset keeps its cache. Items without a key: MONAI's default.
+    if CACHE_KEY in item:
+        text = json.dumps([str(item[CACHE_KEY]), str(item.get("patient_id", ""))])
+        return hashlib.sha256(text.encode()).hexdigest().encode()
+    return pickle_hashing(item)
+
+
 def _first(batch: list[Any]) -> Any:
     return batch[0]
 
@@ -167,12 +177,14 @@ def prepare_patients(
     cache_dir: str | os.PathLike | None = None,
     num_workers: int = 0,
     what: str = "patients",
-) -> list[dict[str, Any]]:
+) -> list[Any]:
     """Run the deterministic per-patient transform over ``items`` once, through the disk cache when given.
 
     Args:
-        items: one dict per patient; every value must be picklable and stable (paths, ids, :data:`CACHE_KEY`),
-            because the item is what the cache hashes.
+        items: one dict per patient (series path, ``patient_id``, :data:`CACHE_KEY`). With a :data:`CACHE_KEY`
+            the cache entry is found by that key and the patient id alone, so the key must hold everything the
+            result depends on (see :func:`part_cache_key`, :func:`series_fingerprint`); without one, by the
+            whole item (MONAI's default).
         transform: the chain's deterministic part (no random transform: its result is stored).
         cache_dir: folder of the persistent cache (shared by runs on the same data), or None to keep the results
             in memory only.
@@ -185,7 +197,9 @@ def prepare_patients(
     """
     items = [dict(i) for i in items]
     if cache_dir is not None:
-        dataset: torch.utils.data.Dataset = PersistentDataset(items, transform=transform, cache_dir=cache_dir)
+        dataset: torch.utils.data.Dataset = PersistentDataset(
+            items, transform=transform, cache_dir=cache_dir, hash_func=_cache_hash
+        )
     else:
         # no cache: the same conversion to plain tensors as PersistentDataset, so both paths give the same types
         dataset = MonaiDataset(items, transform=Compose([transform, _strip_meta]))

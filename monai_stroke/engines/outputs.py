@@ -60,8 +60,11 @@ class Predictions:
     def __post_init__(self) -> None:
         self.sample_id = np.asarray(self.sample_id, dtype=np.int64).reshape(-1)
         n = self.sample_id.size
-        self.prob = np.asarray(self.prob, dtype=np.float64).reshape(n, -1)
-        self.label = np.asarray(self.label, dtype=np.float64).reshape(n, -1)
+        prob = np.asarray(self.prob, dtype=np.float64)
+        label = np.asarray(self.label, dtype=np.float64)
+        width = prob.shape[-1] if prob.ndim == 2 else 1  # keeps (0, K) for an empty shard
+        self.prob = prob.reshape(n, width)
+        self.label = label.reshape(n, width)
 
 
 @dataclasses.dataclass
@@ -121,10 +124,11 @@ class Outputs:
         self.output_names = list(output_names)
 
     def frame(self, pred: Predictions) -> pd.DataFrame:
-        """The sample table rows of ``pred`` with ``prob_<name>`` columns."""
-        rows = self.table.loc[pred.sample_id].reset_index(drop=True)
+        """The sample table rows of ``pred`` with ``prob_<name>`` columns, in table order."""
+        order = np.argsort(pred.sample_id, kind="stable")
+        rows = self.table.loc[pred.sample_id[order]].reset_index(drop=True)
         for k, name in enumerate(self.output_names):
-            rows[f"prob_{name}"] = pred.prob[:, k]
+            rows[f"prob_{name}"] = pred.prob[order, k]
         return rows
 
     def aggregate(self, probs: np.ndarray) -> np.ndarray:
