@@ -209,6 +209,12 @@ def _work(spec: PatientSpec, patient_dir: str) -> dict:
 
 def _check_destination(out_dir: Path, overwrite: bool) -> None:
     if not out_dir.exists():
+        try:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserInputError(f"cannot create {out_dir.parent} ({exc.strerror}); choose another --out") from exc
+        if not os.access(out_dir.parent, os.W_OK):
+            raise UserInputError(f"{out_dir.parent} is not writable; choose another --out")
         return
     if not out_dir.is_dir():
         raise UserInputError(f"{out_dir} exists and is not a folder; choose another --out")

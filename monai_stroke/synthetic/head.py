@@ -77,11 +77,6 @@ class HeadModel:
         """The project's CT template, tissue maps and default ASPECTS atlas (built and cached on first use)."""
         from monai_stroke import anatomy
 
-        if not hasattr(anatomy, "Atlas"):
-            raise UserInputError(
-                "the synthetic cohort needs the ASPECTS atlas (monai_stroke.anatomy.Atlas), which this installation "
-                "lacks; update monai-stroke"
-            )
         template = anatomy.load_template()
         atlas = anatomy.Atlas.default()
         tissues = anatomy.tissue_maps()

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from monai_stroke.errors import UserInputError
 from monai_stroke.io.geometry import LPS_TO_RAS
@@ -235,7 +236,7 @@ def _plan_scanner(
     # the template ends at the skull base: stay a few mm above its lowest point
     bottom = float(along.min()) + 5.0
     n_fit = int((top - bottom) // (config.slice_mm * cos_t)) + 1
-    n = max(min(n_wanted, n_fit), min(config.n_slices[0], n_fit))
+    n = max(min(n_wanted, n_fit), 2)
     # slice k's centre (0, 0, z_k) lies at normal position cos(t) * z_k
     start = round(top / cos_t - (n - 1) * config.slice_mm, 3)
     geom = ScannerGeometry(size["matrix"], size["matrix"], pixel, n, start, config.slice_mm, config.slice_mm, tilt)
@@ -292,7 +293,7 @@ class _Placer:
         # lesions of one territory (one group) may touch: their contrasts are solved jointly when rendering
         support = weights >= 0.05 * max(float(weights.max()), 1e-6)
         gap = 3
-        self.occupied.append((lo - gap, ndimage_dilate(support, gap), group))
+        self.occupied.append((lo - gap, _dilate(support, gap), group))
         self.lesions.append(spec)
         self.code += 1
         if spec.region:
@@ -431,12 +432,10 @@ class _Placer:
         return False
 
 
-def ndimage_dilate(mask: np.ndarray, voxels: int) -> np.ndarray:
+def _dilate(mask: np.ndarray, voxels: int) -> np.ndarray:
     """``mask`` padded by ``voxels`` on every side and dilated by as many voxels (a cube)."""
     if voxels <= 0:
         return mask
-    from scipy import ndimage
-
     padded = np.pad(mask, voxels)
     return ndimage.maximum_filter(padded, size=2 * voxels + 1)
 

@@ -83,10 +83,6 @@ class ScannerGeometry:
         """Distance between adjacent slice planes: the table step projected on the normal."""
         return self.table_step_mm * math.cos(math.radians(self.tilt_deg))
 
-    @property
-    def fov_mm(self) -> float:
-        return self.pixel_spacing_mm * max(self.rows, self.cols)
-
     def slice_center_lps(self, k: int | np.ndarray) -> np.ndarray:
         """Centre of slice ``k``: on the table axis (the isocentre), at table position ``start + k * step``."""
         k = np.asarray(k, dtype=float)

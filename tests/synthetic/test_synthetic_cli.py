@@ -115,3 +115,5 @@ def test_existing_folders_are_not_overwritten_by_accident(tmp_path: Path, capsys
     a_file.write_text("x")
     assert main(["synth", "--patients", "1", "--out", str(a_file)]) == 2
     assert "not a folder" in _one_error_line(capsys)
+    assert main(["synth", "--patients", "1", "--out", str(a_file / "below")]) == 2
+    assert "cannot create" in _one_error_line(capsys)
