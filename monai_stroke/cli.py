@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "atlas": "monai_stroke.commands.atlas:atlas",
     "ingest": "monai_stroke.commands.ingest:ingest",
     "manifest": "monai_stroke.commands.manifest:manifest",
+    "predict": "monai_stroke.commands.predict:predict",
     "synth": "monai_stroke.commands.synth:synth",
     "window-search": "monai_stroke.commands.window_search:window_search",
 }
