@@ -518,20 +518,31 @@ class RegionCrop(Transform, MultiSampleTrait):
             out.append(_interp_matrix(centres, grid.shape[axis], pixel / grid.spacing[axis], nearest))
         return out
 
-    def _sample(self, volume: torch.Tensor, grid: _Grid, geometry: RegionGeometry, contralateral: bool, nearest: bool):
+    def _sample(
+        self,
+        volume: np.ndarray | torch.Tensor,
+        grid: _Grid,
+        geometry: RegionGeometry,
+        contralateral: bool,
+        nearest: bool,
+    ) -> torch.Tensor:
+        """One crop ``(C, H, W, S)`` of ``volume`` (numpy for CPU data, a torch tensor on an accelerator)."""
         (x0, wx), (y0, wy) = self._weights(grid, geometry, contralateral, nearest)
-        planes = torch.as_tensor(geometry.planes.reshape(-1), device=volume.device)
-        block = volume[:, x0 : x0 + wx.shape[1], y0 : y0 + wy.shape[1]][..., planes]
+        flat = geometry.planes.reshape(-1)
+        if isinstance(volume, torch.Tensor):
+            flat = torch.as_tensor(flat, device=volume.device)
+        block = volume[:, x0 : x0 + wx.shape[1], y0 : y0 + wy.shape[1]][..., flat]
         block = block.reshape(*block.shape[:3], *geometry.planes.shape)  # (C, x, y, S, k)
-        if nearest:
-            block = block[..., geometry.planes.shape[1] // 2]
-        else:
-            block = block.mean(dim=-1)
-        wx_t = torch.as_tensor(wx, dtype=block.dtype, device=block.device)
-        wy_t = torch.as_tensor(wy, dtype=block.dtype, device=block.device)
+        block = block[..., geometry.planes.shape[1] // 2] if nearest else block.mean(-1)
         # separable resampling as two small matrix products per slice: (C, S, x, y) -> (C, S, H, W)
-        out = wx_t @ block.permute(0, 3, 1, 2) @ wy_t.T
-        return out.permute(0, 2, 3, 1)
+        if isinstance(volume, torch.Tensor):
+            wx_t = torch.as_tensor(wx, dtype=block.dtype, device=block.device)
+            wy_t = torch.as_tensor(wy, dtype=block.dtype, device=block.device)
+            return (wx_t @ block.permute(0, 3, 1, 2) @ wy_t.T).permute(0, 2, 3, 1)
+        # numpy on CPU: torch's thread pool makes products this small ~10-100x slower on a busy machine
+        slices = np.ascontiguousarray(block.transpose(0, 3, 1, 2))
+        out = wx.astype(block.dtype) @ slices @ np.ascontiguousarray(wy.T, dtype=block.dtype)
+        return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 2, 3, 1)))
 
     def region_mask(self, labels: np.ndarray, grid: _Grid, geometry: RegionGeometry, contralateral: bool = False):
         """Boolean ``(H, W, S)`` mask of the crop's pixels inside the region (the contralateral region's for the
@@ -581,6 +592,8 @@ class RegionCrop(Transform, MultiSampleTrait):
         volume = convert_to_tensor(img, track_meta=False)
         if not torch.is_floating_point(volume):
             volume = volume.float()
+        if volume.device.type == "cpu":
+            volume = volume.detach().numpy()  # a view, no copy
         nearest = self.mode == "nearest"
         for key in (*_PER_NATIVE_SLICE_META, MetaKeys.AFFINE, MetaKeys.SPATIAL_SHAPE):
             meta_in.pop(key, None)
