@@ -8,7 +8,7 @@ ASPECTS), :mod:`.explain` (Grad-CAM back on the patient's slices), :mod:`.figure
 
 from __future__ import annotations
 
-from monai_stroke.inference.cascade import StrokeCascade, check_output_dir, predict
+from monai_stroke.inference.cascade import StrokeCascade, check_inputs, check_output_dir, predict
 from monai_stroke.inference.ischemic import aspects_scores
 from monai_stroke.inference.models import (
     EARLY_SLOT,
@@ -25,6 +25,7 @@ from monai_stroke.inference.report import REPORT_FILE, REPORT_FORMAT, REPORT_PNG
 __all__ = [
     "StrokeCascade",
     "predict",
+    "check_inputs",
     "check_output_dir",
     "aspects_scores",
     "HEMORRHAGE_SLOT",

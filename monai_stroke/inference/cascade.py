@@ -68,7 +68,7 @@ from monai_stroke.inference.report import (
 from monai_stroke.utils import atomic_dir, write_json_atomic
 from monai_stroke.vocabulary import GANGLIONIC_REGIONS, SIDES, SUPRAGANGLIONIC_REGIONS
 
-__all__ = ["StrokeCascade", "predict", "check_output_dir"]
+__all__ = ["StrokeCascade", "predict", "check_inputs", "check_output_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,6 +130,8 @@ class StrokeCascade:
         self.top_slices = int(top_slices)
         self.batch_size = int(batch_size)
         self._label_slices: dict[int, np.ndarray] = {}  # per run: atlas labels on patient slices
+        #: the last run's intermediate results (``runner``, ``hemorrhage``, ``ischemic``, ``ingested``), for inspection
+        self.last: dict[str, Any] = {}
 
     @classmethod
     def from_dir(
@@ -175,9 +177,15 @@ class StrokeCascade:
             package_logger.removeHandler(collector)
         return report
 
+    def new_runner(self) -> ChainRunner:
+        """The chain runner of one run. Steps are shared within a run; sharing one runner across runs of the same
+        series would reuse its ingest and registration too (what a test of the later steps may want)."""
+        return ChainRunner()
+
     def _predict(self, series: Path, out: Path, collector: WarningCollector, started: float) -> dict[str, Any]:
         timer = StageTimer()
-        runner = ChainRunner(timer)
+        runner = self.new_runner()
+        runner.timer = timer
         self._label_slices = {}
         models = self.models
         hemorrhage = predict_hemorrhage(
@@ -200,6 +208,7 @@ class StrokeCascade:
             )
         else:
             ischemic = predict_ischemic(runner, models, series, self.device, batch_size=max(self.batch_size, 20))
+        self.last = {"runner": runner, "hemorrhage": hemorrhage, "ischemic": ischemic, "ingested": ingested}
 
         warnings = list(models.warnings)
         tilt = float(np.asarray(ingested.meta.get("tilt_deg") or 0.0).reshape(-1)[0])
@@ -420,6 +429,27 @@ def _public(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
 
 
+def check_inputs(
+    series: str | os.PathLike, models_dir: str | os.PathLike, out_dir: str | os.PathLike
+) -> dict[str, Path]:
+    """Fail fast, before anything heavy: the series exists, every model file is there, ``out_dir`` may be written.
+
+    Returns:
+        slot -> checkpoint path.
+
+    Raises:
+        UserInputError: naming the missing series, the missing model files (and how to make them) or the output
+            folder's problem.
+    """
+    from monai_stroke.inference.models import model_paths
+
+    check_output_dir(out_dir)
+    if series in (None, "") or not Path(series).exists():
+        raise UserInputError(f"series {series} does not exist; give a DICOM folder or a .nii/.nii.gz file")
+    paths = model_paths(models_dir)
+    return paths
+
+
 def predict(
     series: str | os.PathLike,
     models_dir: str | os.PathLike,
@@ -440,10 +470,7 @@ def predict(
         device: ``cpu`` or ``cuda``.
         explain: write Grad-CAM explanations.
     """
-    # the output folder is checked before the (slower) model loading, so a mistyped --out fails at once
-    check_output_dir(out_dir)
-    if not Path(series).exists():
-        raise UserInputError(f"series {series} does not exist; give a DICOM folder or a .nii/.nii.gz file")
+    check_inputs(series, models_dir, out_dir)
     cascade = StrokeCascade.from_dir(
         models_dir, atlas_dir=atlas_dir, device=device, keep_identifiers=keep_identifiers, explain=explain
     )

@@ -16,6 +16,7 @@ milliseconds, not a full-volume resampling.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -55,7 +56,9 @@ def grad_cam(
 
     device = next(network.parameters()).device
     cam = GradCAM(nn_module=network, target_layers=target_layer)
-    with torch.enable_grad():
+    with torch.enable_grad(), warnings.catch_warnings():
+        # MONAI's hooks fire on module outputs only (no input needs a gradient): expected, and harmless
+        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
         maps = cam(x=inputs.detach().clone().to(device=device, dtype=torch.float32), class_idx=class_idx)
     out = maps[:, 0].detach().float().cpu().numpy()
     return np.nan_to_num(out, nan=0.0)

@@ -201,7 +201,7 @@ def predict_ischemic(
     if not quality["passed"]:
         reasons = []
         if quality["brain_dice"] < quality["threshold"]:
-            reasons.append(f"brain overlap (Dice) {quality['brain_dice']:.2f} < {quality['threshold']:.2f}")
+            reasons.append(f"brain overlap Dice {quality['brain_dice']:.2f} < {quality['threshold']:.2f}")
         if not quality["scales_plausible"]:
             reasons.append("implausible head scale " + "/".join(f"{s:.2f}" for s in quality["scales"]))
         reason = "registration to the template failed its quality check (" + "; ".join(reasons) + ")"

@@ -36,6 +36,7 @@ __all__ = [
     "CascadeModel",
     "CascadeModels",
     "model_path",
+    "model_paths",
     "load_atlas",
     "load_cascade_models",
     "resolve_device",
@@ -164,6 +165,22 @@ def model_path(models_dir: str | os.PathLike, slot: str) -> Path:
     )
 
 
+def model_paths(models_dir: str | os.PathLike) -> dict[str, Path]:
+    """Every slot's checkpoint; all missing files are named at once, before anything heavy is loaded."""
+    if not Path(models_dir).is_dir():
+        model_path(models_dir, HEMORRHAGE_SLOT)  # raises the missing-folder error
+    paths: dict[str, Path] = {}
+    missing: list[str] = []
+    for slot in MODEL_SLOTS:
+        try:
+            paths[slot] = model_path(models_dir, slot)
+        except UserInputError as exc:
+            missing.append(str(exc))
+    if missing:
+        raise UserInputError("; ".join(missing))
+    return paths
+
+
 def load_atlas(atlas_dir: str | os.PathLike | None) -> Atlas:
     """The atlas in use: an atlas folder (``monai-stroke atlas export/import``) or the built-in one."""
     return Atlas.default() if atlas_dir in (None, "") else Atlas.from_dir(atlas_dir)
@@ -216,18 +233,7 @@ def load_cascade_models(
         UserInputError: a checkpoint is missing, is not a monai-stroke checkpoint, is of another kind or task than
             its slot, or was trained with another template or atlas.
     """
-    if not Path(models_dir).is_dir():
-        model_path(models_dir, HEMORRHAGE_SLOT)  # raises the missing-folder error
-    # every missing file is named at once, before anything heavy is loaded
-    paths: dict[str, Path] = {}
-    missing: list[str] = []
-    for slot in MODEL_SLOTS:
-        try:
-            paths[slot] = model_path(models_dir, slot)
-        except UserInputError as exc:
-            missing.append(str(exc))
-    if missing:
-        raise UserInputError(missing[0] if len(missing) == 1 else "; ".join(missing))
+    paths = model_paths(models_dir)
     atlas = load_atlas(atlas_dir)
     dev = resolve_device(device)
     loaded: dict[str, CascadeModel] = {}

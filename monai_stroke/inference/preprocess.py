@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,6 +96,8 @@ class ChainRunner:
         self._compiled: dict[str, Compose] = {}
         #: the output of the last run of each transform class (e.g. the registered volume after RegisterToTemplated)
         self.outputs: dict[str, Any] = {}
+        #: how many times each transform class actually ran (shared prefixes are not counted again)
+        self.executed: Counter[str] = Counter()
 
     @staticmethod
     def params_of(contract: Contract, **overrides: Any) -> dict[str, Any]:
@@ -169,6 +171,7 @@ class ChainRunner:
                 raise
             finally:
                 self.timer.add(STAGE_OF_TRANSFORM.get(name, stage), time.perf_counter() - begun)
+            self.executed[name] += 1
             if key is not None:
                 self._memo[key] = data
             self.outputs[name] = data
