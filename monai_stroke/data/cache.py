@@ -103,7 +103,8 @@ def source_dataset(dataset_dir: str | os.PathLike | None = None, series: str | o
 
     Args:
         dataset_dir: a dataset folder (``cohort.csv``); ignored when ``series`` is given.
-        series: one DICOM folder or NIfTI file; its patient id is the folder or file name.
+        series: one DICOM folder or NIfTI file. Its id is the folder's name (of a NIfTI file, the name without
+            suffix), or the parent folder's when the folder is called ``dicom`` (the ``<patient>/dicom`` layout).
 
     Returns:
         a :class:`monai_stroke.manifests.Dataset`.
@@ -116,7 +117,12 @@ def source_dataset(dataset_dir: str | os.PathLike | None = None, series: str | o
         path = Path(series)
         if not path.exists():
             raise UserInputError(f"series {path} does not exist; give a DICOM folder or a NIfTI file")
-        cohort = pd.DataFrame({"patient_id": [path.name], "series_dir": [str(path.resolve())], "split": [""]})
+        name = path.name
+        for suffix in (".nii.gz", ".nii"):
+            name = name[: -len(suffix)] if name.lower().endswith(suffix) else name
+        if path.is_dir() and name.lower() == "dicom" and path.resolve().parent.name:
+            name = path.resolve().parent.name
+        cohort = pd.DataFrame({"patient_id": [name], "series_dir": [str(path.resolve())], "split": [""]})
         return Dataset(Path("/"), cohort, pd.DataFrame(columns=["patient_id", "side", "region", "category"]))
     if dataset_dir not in (None, ""):
         return load_dataset(dataset_dir)
