@@ -22,6 +22,7 @@ __all__ = ["cli", "main"]
 
 # command name -> "module:attribute"; a new command is one line here plus its module
 COMMANDS: dict[str, str] = {
+    "atl": "monai_stroke.commands.atl:atl",
     "atlas": "monai_stroke.commands.atlas:atlas",
     "ingest": "monai_stroke.commands.ingest:ingest",
     "manifest": "monai_stroke.commands.manifest:manifest",

@@ -374,7 +374,12 @@ class AdaptiveTransferHandler:
         """Put the network in the state every job of ``depth`` starts from, frozen for ``depth``."""
         if self._freeze is not None:
             self._freeze.remove()
-        _unwrap(self.network).load_state_dict(self._fresh_state(depth))
+        net = _unwrap(self.network)
+        net.load_state_dict(self._fresh_state(depth))
+        for param in net.parameters():
+            # a gradient left from the previous depth (the trainer zeroes, it does not drop, gradients) would make
+            # AdamW decay and move a parameter this depth freezes
+            param.grad = None
         self._freeze = apply_freeze(self.network, depth)
         return self._freeze
 

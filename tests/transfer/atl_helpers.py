@@ -28,7 +28,8 @@ SIZE = 24
 
 
 def make_source_checkpoint(path: Path, seed: int = 7) -> Path:
-    """A tiny 9-channel (3 slices x 3 windows) hemorrhage checkpoint with non-trivial batch-norm statistics."""
+    """A tiny 9-channel (3 slices x 3 windows) hemorrhage checkpoint with non-trivial batch-norm parameters and
+    statistics (as a trained network has), so that every transferred tensor differs from a fresh network's."""
     torch.manual_seed(seed)
     net = create_network(size="tiny", in_channels=9, num_outputs=6)
     with torch.no_grad():
@@ -36,6 +37,8 @@ def make_source_checkpoint(path: Path, seed: int = 7) -> Path:
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.8, 1.2)
+                module.bias.uniform_(-0.1, 0.1)
     contract = Contract(
         kind="hemorrhage",
         output_names=list(HEMORRHAGE_LABELS),
