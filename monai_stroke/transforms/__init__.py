@@ -1,4 +1,5 @@
-"""MONAI transforms of the pre-processing (issue #4): windowing, lesion concatenation, augmentation.
+"""MONAI transforms of the pre-processing (issue #4): windowing, lesion concatenation, template registration,
+region crops, augmentation.
 
 Arrays are channel-first ``(C, X, Y, Z)`` with ``Z`` the slice axis (docs/ARCHITECTURE.md). Each transform
 has an array and a dictionary version and works on numpy, torch and MetaTensor input.
@@ -25,6 +26,21 @@ from monai_stroke.transforms.regions import (
     region_categories,
     region_records,
     task_window,
+)
+from monai_stroke.transforms.registration import (
+    BRAIN_DICE_THRESHOLD,
+    TEMPLATE_TRANSFORM_KEY,
+    RegisterToTemplate,
+    RegisterToTemplated,
+    RegistrationParams,
+    TemplateToPatient,
+    TemplateToPatientd,
+    map_points_to_patient,
+    map_points_to_template,
+    map_to_patient,
+    register_to_template,
+    registration_quality,
+    registration_record,
 )
 from monai_stroke.transforms.slices import (
     SLICE_INDEX_KEY,
@@ -60,6 +76,20 @@ __all__ = [
     "region_categories",
     "region_records",
     "task_window",
+    # registration to the template and back
+    "BRAIN_DICE_THRESHOLD",
+    "TEMPLATE_TRANSFORM_KEY",
+    "RegistrationParams",
+    "register_to_template",
+    "registration_quality",
+    "registration_record",
+    "RegisterToTemplate",
+    "RegisterToTemplated",
+    "TemplateToPatient",
+    "TemplateToPatientd",
+    "map_to_patient",
+    "map_points_to_patient",
+    "map_points_to_template",
     # augmentation
     "MAX_NOISE_STD_HU",
     "RequireHUd",
