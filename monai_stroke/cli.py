@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "ingest": "monai_stroke.commands.ingest:ingest",
     "manifest": "monai_stroke.commands.manifest:manifest",
     "predict": "monai_stroke.commands.predict:predict",
+    "register": "monai_stroke.commands.register:register",
     "synth": "monai_stroke.commands.synth:synth",
     "window-search": "monai_stroke.commands.window_search:window_search",
 }

@@ -54,7 +54,7 @@ from monai.config import KeysCollection
 from monai.config.type_definitions import NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import InvertibleTransform, MapTransform, Transform
-from monai.utils import TransformBackends, ensure_tuple_rep
+from monai.utils import TraceKeys, TransformBackends, ensure_tuple_rep
 from monai.utils.enums import MetaKeys, SpaceKeys
 from scipy import ndimage
 
@@ -1386,8 +1386,8 @@ class RegisterToTemplate(InvertibleTransform):
     def inverse(self, data: NdarrayOrTensor) -> MetaTensor:
         """Map a template-space ``MetaTensor`` (carrying this transform in its applied operations) to the patient grid."""
         transform = self.pop_transform(data)
-        extra = transform[MetaKeys.EXTRA_INFO] if MetaKeys.EXTRA_INFO in transform else transform["extra_info"]
-        patient_shape = transform[MetaKeys.ORIG_SIZE] if MetaKeys.ORIG_SIZE in transform else transform["orig_size"]
+        extra = transform[TraceKeys.EXTRA_INFO]
+        patient_shape = transform[TraceKeys.ORIG_SIZE]
         out = map_to_patient(
             data,
             np.asarray(extra[TEMPLATE_TRANSFORM_KEY]),
