@@ -37,6 +37,21 @@ def _depths(text: str | None) -> list[str] | None:
     return depths
 
 
+def _settings(pairs: tuple[str, ...]) -> dict[str, object]:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserInputError(f"--set {pair!r}: write KEY=VALUE, e.g. --set crop_size=[64,64]")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise UserInputError(f"--set {pair!r}: the value is not YAML ({exc.problem})") from exc
+    return out
+
+
 @click.command("atl")
 @click.option("--data", "data", required=True, type=click.Path(path_type=Path), help="Dataset folder (cohort.csv, "
               "regions.csv, series), e.g. from 'monai-stroke synth'.")
@@ -58,6 +73,9 @@ def _depths(text: str | None) -> list[str] | None:
 @click.option("--pretrained-weights", type=click.Path(path_type=Path), default=None,
               help="Local ImageNet weights for the not_transfer control (default: random initialisation).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=None, help="DataLoader worker processes.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Any other key of the bundle's train.yaml, VALUE read as YAML (e.g. --set crop_size=[64,64] "
+              "--set learning_rate=3e-4); repeatable.")
 @click.option("--bundle", "bundle", type=click.Path(path_type=Path), default=None,
               help="The adaptive_transfer bundle folder.  [default: bundles/adaptive_transfer of this source tree]")
 def atl(
@@ -73,6 +91,7 @@ def atl(
     w2: float | None,
     pretrained_weights: Path | None,
     num_workers: int | None,
+    settings: tuple[str, ...],
     bundle: Path | None,
 ) -> int:
     """Search the freeze depth of adaptive transfer learning (hemorrhage -> ischemic network).
@@ -105,6 +124,7 @@ def atl(
         "pretrained_weights": None if pretrained_weights is None else str(pretrained_weights),
         "num_workers": num_workers,
     }
+    overrides.update(_settings(settings))
     from monai.bundle import run
 
     started = time.monotonic()

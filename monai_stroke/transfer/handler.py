@@ -473,6 +473,7 @@ class AdaptiveTransferHandler:
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler is not None else None,
             "epoch": epoch,
+            "rank": _rank_world()[0],  # which process of a depth-parallel search trained it
         }
 
         def write_best(path: Path) -> None:
