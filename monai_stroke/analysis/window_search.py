@@ -151,6 +151,13 @@ def _mean_in_range(values: np.ndarray, edges: np.ndarray) -> float:
     return float(inside.mean()) if inside.size else float("nan")
 
 
+def _smooth(difference: np.ndarray, edges: np.ndarray, smooth_hu: float) -> np.ndarray:
+    """Gaussian smoothing of a histogram, sigma in HU (0: none)."""
+    if smooth_hu <= 0:
+        return difference
+    return ndimage.gaussian_filter1d(difference, smooth_hu / float(np.mean(np.diff(edges))), mode="constant")
+
+
 def propose_window(
     difference: np.ndarray, edges: np.ndarray, mass: float = 0.9, smooth_hu: float = 1.0, floor: float = 0.05
 ) -> WindowProposal:
@@ -172,11 +179,7 @@ def propose_window(
         raise UserInputError("histogram edges must be increasing, one more than the bins")
     if not 0.0 < mass < 1.0:
         raise UserInputError(f"mass must be in (0, 1), got {mass!r}")
-    bin_hu = float(np.mean(np.diff(edges)))
-    smoothed = (
-        ndimage.gaussian_filter1d(difference, smooth_hu / bin_hu, mode="constant") if smooth_hu > 0 else difference
-    )
-    weights = np.abs(smoothed)
+    weights = np.abs(_smooth(difference, edges, smooth_hu))
     weights = np.where(weights >= floor * weights.max(), weights, 0.0) if weights.max() > 0 else weights
     total = weights.sum()
     if not np.isfinite(total) or total <= 0:
@@ -277,10 +280,9 @@ class TaskHistograms:
         )
         return out
 
-    def table(self, mass: float = 0.9, smooth_hu: float = 1.0) -> pd.DataFrame:
+    def table(self, smooth_hu: float = 1.0) -> pd.DataFrame:
         """The histograms' numbers, one row per bin."""
         difference = self.mean_difference()
-        bin_hu = float(np.mean(np.diff(self.edges)))
         return pd.DataFrame(
             {
                 "bin_low_hu": self.edges[:-1],
@@ -288,9 +290,7 @@ class TaskHistograms:
                 "negative_mean_density": self.mean_histogram(0),
                 "positive_mean_density": self.mean_histogram(1),
                 "difference_mean": difference,
-                "difference_smoothed": ndimage.gaussian_filter1d(difference, smooth_hu / bin_hu, mode="constant")
-                if smooth_hu > 0
-                else difference,
+                "difference_smoothed": _smooth(difference, self.edges, smooth_hu),
             }
         )
 
@@ -314,16 +314,23 @@ def patient_samples(
     dataset_dir: str | os.PathLike,
     tasks: Sequence[TaskDefinition],
     chain: str | os.PathLike = WINDOW_SEARCH_CHAIN,
+    report: dict[str, int] | None = None,
     **chain_params: Any,
 ) -> Iterable[dict[str, Any]]:
     """Region samples of the dataset's patients that have a labelled region in one of ``tasks``.
 
     Runs the chain's ``preprocess`` part (ingest, registration, crops) once per patient with
-    :data:`WINDOW_SEARCH_CHAIN_PARAMS` (``chain_params`` override further keys, e.g. ``registration``).
+    :data:`WINDOW_SEARCH_CHAIN_PARAMS` (``chain_params`` override further keys, e.g. ``registration``). A patient
+    whose registration fails its quality check (:func:`~monai_stroke.transforms.registration.registration_quality`)
+    is left out with a warning: its regions would be somewhere else.
+
+    Args:
+        report: filled with ``patients`` (searched) and ``excluded_registration`` counts.
     """
     from monai_stroke.manifests import load_dataset
     from monai_stroke.transforms.chains import load_chain
     from monai_stroke.transforms.regions import REGION_CATEGORIES_KEY, region_records
+    from monai_stroke.transforms.registration import registration_quality
 
     dataset = load_dataset(dataset_dir)
     wanted = {c for task in tasks for c in task.categories}
@@ -332,9 +339,24 @@ def patient_samples(
         names = ", ".join(t.name for t in tasks)
         raise UserInputError(f"{dataset_dir}: no patient has a region labelled for {names} in regions.csv")
     preprocess = load_chain(chain, "preprocess", **{**WINDOW_SEARCH_CHAIN_PARAMS, **chain_params})
+    report = {} if report is None else report
+    report.update(patients=0, excluded_registration=0)
     for i, record in enumerate(records, 1):
         logger.info("window search: patient %d/%d (registration and region crops)", i, len(records))
-        yield from preprocess(record)
+        samples = preprocess(record)
+        quality = registration_quality(samples[0]["image"]) if samples else {"passed": False, "brain_dice": 0.0}
+        if not quality["passed"]:
+            # the log names the position in the cohort, never the patient
+            logger.warning(
+                "window search: patient %d/%d left out: its registration failed the quality check (brain Dice %.2f)",
+                i,
+                len(records),
+                quality["brain_dice"],
+            )
+            report["excluded_registration"] += 1
+            continue
+        report["patients"] += 1
+        yield from samples
 
 
 def _figures(hist: TaskHistograms, proposal: WindowProposal, smooth_hu: float, out_dir: Path) -> list[str]:
@@ -426,7 +448,7 @@ def write_window_search(
         for name, hist in histograms.items():
             entry = hist.summary(proposals[name])
             csv_name = f"histograms_{name}.csv"
-            hist.table(mass, smooth_hu).to_csv(tmp / csv_name, index=False, float_format="%.6g")
+            hist.table(smooth_hu).to_csv(tmp / csv_name, index=False, float_format="%.6g")
             entry["histograms"] = csv_name
             if proposals[name] is None:
                 entry["problem"] = problems[name]
@@ -472,6 +494,8 @@ def window_search(
         definitions = list(load_tasks(tasks_file).values())
     else:
         definitions = [get_task(t, tasks_file) for t in tasks]
-    histograms = collect_histograms(patient_samples(dataset_dir, definitions, **chain_params), definitions, edges)
-    provenance = {"dataset": str(Path(dataset_dir).resolve()), "chain": WINDOW_SEARCH_CHAIN}
+    counts: dict[str, int] = {}
+    samples = patient_samples(dataset_dir, definitions, report=counts, **chain_params)
+    histograms = collect_histograms(samples, definitions, edges)
+    provenance = {"dataset": str(Path(dataset_dir).resolve()), "chain": WINDOW_SEARCH_CHAIN, **counts}
     return write_window_search(histograms, out_dir, mass, smooth_hu, overwrite, provenance)

@@ -430,7 +430,7 @@ class RegionCrop(Transform, MultiSampleTrait):
         hi = float(grid.to_world(hi_idx, axis) + grid.spacing[axis] / 2)
         return lo, hi
 
-    def plan(self, grid: _Grid) -> tuple[np.ndarray, list[RegionGeometry]]:
+    def _plan(self, grid: _Grid) -> tuple[np.ndarray, list[RegionGeometry]]:
         """The atlas labels on ``grid`` and every selected region's :class:`RegionGeometry` (cached per grid)."""
         key = grid.key()
         if key in self._plans:
@@ -545,7 +545,7 @@ class RegionCrop(Transform, MultiSampleTrait):
         out = wx.astype(block.dtype) @ slices @ np.ascontiguousarray(wy.T, dtype=block.dtype)
         return torch.from_numpy(np.ascontiguousarray(out.transpose(0, 2, 3, 1)))
 
-    def region_mask(self, labels: np.ndarray, grid: _Grid, geometry: RegionGeometry, contralateral: bool = False):
+    def _region_mask(self, labels: np.ndarray, grid: _Grid, geometry: RegionGeometry, contralateral: bool = False):
         """Boolean ``(H, W, S)`` mask of the crop's pixels inside the region (the contralateral region's for the
         contralateral crop): the region fraction, sampled like the image, at least 0.5."""
         key = (grid.key(), geometry.side, geometry.region, contralateral)
@@ -589,7 +589,7 @@ class RegionCrop(Transform, MultiSampleTrait):
         if affine is None:
             affine = self.atlas.affine
         grid = _Grid.from_affine(affine, img.shape[1:], "the volume")
-        labels, geometries = self.plan(grid)
+        labels, geometries = self._plan(grid)
         volume = convert_to_tensor(img, track_meta=False)
         if not torch.is_floating_point(volume):
             volume = volume.float()
@@ -616,14 +616,14 @@ class RegionCrop(Transform, MultiSampleTrait):
         crop = self._sample(volume, grid, geometry, False, nearest)
         mask = None
         if self.mask_outside or with_masks:
-            mask = self.region_mask(labels, grid, geometry)[None]
+            mask = self._region_mask(labels, grid, geometry)[None]
         if self.mask_outside:
             crop = torch.where(mask, crop, torch.as_tensor(self.mask_fill_hu, dtype=crop.dtype))
         if self.contralateral:
             other = self._sample(volume, grid, geometry, True, nearest)
             other_mask = None
             if self.mask_outside or with_masks:
-                other_mask = self.region_mask(labels, grid, geometry, contralateral=True)[None]
+                other_mask = self._region_mask(labels, grid, geometry, contralateral=True)[None]
             if self.mask_outside:
                 other = torch.where(other_mask, other, torch.as_tensor(self.mask_fill_hu, dtype=other.dtype))
             crop = torch.cat([crop, other], dim=0)

@@ -41,7 +41,7 @@ def test_the_rule_centres_small_shifts_on_the_tissue_and_follows_large_ones(shif
     assert proposal.low_hu < 38.0 + shift < 38.0 < proposal.high_hu  # both lobes inside the window
     if shift > -5:  # a shift below the spread: two lobes at about mean -/+ spread, window ~4 spreads wide
         assert abs(proposal.center_hu - (38.0 + shift / 2)) <= 1.0
-        assert 14.0 <= proposal.width_hu <= 22.0
+        assert 16.0 <= proposal.width_hu <= 26.0
     else:  # the lower lobe moves with the lesion
         assert proposal.center_hu <= 34.0
     assert proposal.width_hu == round(proposal.high_hu - proposal.low_hu)
@@ -176,8 +176,22 @@ def test_cli_on_a_synthetic_dataset_proposes_a_parenchyma_window(tmp_path_factor
     early = result["tasks"]["early_vs_intact"]
     assert 25.0 <= early["window_center_hu"] <= 55.0 and early["low_hu"] >= 15.0 and early["high_hu"] <= 65.0
     assert early["n_pairs"] >= 1 and early["mean_affected_minus_mirror_hu"] < 0
+    assert result["patients"] == 1 and result["excluded_registration"] == 0
     assert {"difference_early_vs_intact.png", "class_histograms_early_vs_intact.png"} <= {p.name for p in out.iterdir()}
     assert "early_vs_intact: proposed window" in capsys.readouterr().out
+
+
+def test_a_patient_whose_registration_fails_its_check_is_left_out(tmp_path_factory, monkeypatch, caplog) -> None:
+    import monai_stroke.transforms.chains as chains
+    from monai_stroke.analysis.window_search import patient_samples
+
+    data = synthetic_early_dataset(tmp_path_factory.getbasetemp())
+    badly_registered = MetaTensor(torch.zeros(1, 4, 4, 3), meta={"template_transform": torch.eye(4), "brain_dice": 0.5})
+    monkeypatch.setattr(chains, "load_chain", lambda *a, **k: lambda record: [{"image": badly_registered}])
+    report: dict[str, int] = {}
+    assert list(patient_samples(data, [get_task("early_vs_intact")], report=report)) == []
+    assert report == {"patients": 0, "excluded_registration": 1}
+    assert "brain Dice 0.50" in caplog.text and "P0" not in caplog.text  # position in the cohort, not the id
 
 
 @pytest.mark.parametrize(
