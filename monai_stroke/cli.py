@@ -24,6 +24,7 @@ __all__ = ["cli", "main"]
 COMMANDS: dict[str, str] = {
     "atl": "monai_stroke.commands.atl:atl",
     "atlas": "monai_stroke.commands.atlas:atlas",
+    "demo": "monai_stroke.commands.demo:demo",
     "ingest": "monai_stroke.commands.ingest:ingest",
     "manifest": "monai_stroke.commands.manifest:manifest",
     "predict": "monai_stroke.commands.predict:predict",
