@@ -3,10 +3,10 @@
 The steps are those of the ``ischemic_regions`` chain's ``preprocess`` part, run one at a time on each patient of a
 synthetic dataset: ingest (DICOM folder -> HU volume), template registration (-> template grid), and the 20 region
 crops (per hemisphere, 3 template slices each); then the per-task ``finalize`` part (label, window, lesion
-concatenation), which runs every epoch after the cache. Each step is timed in this one process on every patient
-(``--repeats`` passes, the median kept per patient), so the shares compare like with like on whatever machine runs
-it; nothing here asserts a time. The registration is the chain's default (rigid then affine, 6/4/2 mm levels) unless
-``--fast`` (one rigid 6 mm level, the tests' setting) is given.
+concatenation), which runs every epoch after the cache (timed with one torch thread, as in a DataLoader worker).
+Each step is timed in this one process on every patient (``--repeats`` passes, the median kept per patient), so the
+shares compare like with like on whatever machine runs it; nothing here asserts a time. The registration is the
+chain's default (rigid then affine, 6/4/2 mm levels) unless ``--fast`` (one rigid 6 mm level, the tests' setting).
 
 Run: ``python benchmarks/preprocessing_benchmark.py [--data DIR | --patients 3 --size small|full] [--repeats 1]``.
 """
@@ -37,9 +37,13 @@ def time_patient(record: dict, steps: dict, finalize, repeats: int) -> dict[str,
             start = time.perf_counter()
             data = step(data)
             times[name].append(time.perf_counter() - start)
+        # finalize runs in DataLoader workers, which PyTorch limits to one intra-op thread each
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
         start = time.perf_counter()
         finalize(data)
         times["finalize"].append(time.perf_counter() - start)
+        torch.set_num_threads(threads)
     return {name: statistics.median(values) for name, values in times.items()}
 
 
