@@ -21,7 +21,8 @@ def parse_spacing(text: str | None) -> tuple[float, float, float] | None:
     """``"2"`` -> (2, 2, 2); ``"1,1,4"`` / ``"1 1 4"`` / ``"1x1x4"`` -> (1, 1, 4); None or empty -> None."""
     if text is None or not text.strip():
         return None
-    parts = [p for p in re.split(r"[,\sx]+", text.strip()) if p]
+    # "x" separates only between digits ("1x1x4"), so that a stray letter is an error, not a separator
+    parts = [p for p in re.split(r"[,\s]+|(?<=\d)x(?=\d)", text.strip()) if p]
     try:
         values = [float(p) for p in parts]
     except ValueError:
