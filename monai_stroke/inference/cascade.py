@@ -356,7 +356,7 @@ class StrokeCascade:
             heat = {e["slice_index"]: e["_heat"] for e in explanations if e["what"] == "hemorrhage" and "_heat" in e}
             subtypes = [n for n, s in hemorrhage.subtypes.items() if s["positive"]]
             details = "subtypes: " + (", ".join(subtypes) if subtypes else "none above threshold")
-            details += f"; ASPECTS not scored ({ischemic.reason})" if ischemic.reason else ""
+            details += "; ASPECTS not scored"
             fig = hemorrhage_report_figure(
                 self._hemorrhage_views(hemorrhage, ingested, heat), self._headline(hemorrhage), details
             )
@@ -373,6 +373,7 @@ class StrokeCascade:
                 self._headline(hemorrhage),
                 ischemic.scored,
                 ischemic.reason,
+                threshold=self.models.early.threshold,
             )
         save_png(fig, path)
 
@@ -387,16 +388,23 @@ class StrokeCascade:
         affine = np.asarray(ingested.affine, dtype=np.float64)
         network = self.models.hemorrhage.network
         if hemorrhage.top_slices:
-            cams = grad_cam(network, hemorrhage.top_inputs, class_idx=0)
+            cams, grid = grad_cam(network, hemorrhage.top_inputs, class_idx=0)
             for z, cam in zip(hemorrhage.top_slices, cams, strict=True):
                 heat = resize_to_slice(cam, hu.shape[:2])
                 p = float(hemorrhage.slice_probabilities[z, 0])
                 name = f"hemorrhage_slice_{z:03d}.png"
                 view = SliceView("hemorrhage network", hu[:, :, z], affine, heat=heat, index=z)
-                save_png(
-                    overlay_figure(view, f"Hemorrhage: slice {z}", note=f"Grad-CAM of 'any', p {p:.3f}"), folder / name
+                note = f"Grad-CAM of 'any' ({_grid_note(grid)}), p {p:.3f}"
+                save_png(overlay_figure(view, f"Hemorrhage: slice {z}", note=note), folder / name)
+                records.append(
+                    {
+                        "file": f"{EXPLAIN_DIR}/{name}",
+                        "what": "hemorrhage",
+                        "slice_index": z,
+                        "cam_grid": list(grid),
+                        "_heat": heat,
+                    }
                 )
-                records.append({"file": f"{EXPLAIN_DIR}/{name}", "what": "hemorrhage", "slice_index": z, "_heat": heat})
         if not ischemic.scored or ischemic.registration_meta is None:
             return records
         atlas = self.models.atlas
@@ -407,7 +415,7 @@ class StrokeCascade:
                 continue
             prediction = ischemic.predictions[slot]
             model = self.models.ischemic[slot]
-            cams = grad_cam(model.network, torch.stack([prediction.inputs[k] for k in keys]), class_idx=0)
+            cams, grid = grad_cam(model.network, torch.stack([prediction.inputs[k] for k in keys]), class_idx=0)
             what = "early ischemic change" if slot == EARLY_SLOT else "old infarction"
             for key, cam in zip(keys, cams, strict=True):
                 heat_volume, heat_affine = crop_heat_volume(cam, prediction.crop_meta[key])
@@ -417,12 +425,26 @@ class StrokeCascade:
                 name = f"{slot}_{key[0]}_{key[1]}.png"
                 view = SliceView(f"{key[0]} {key[1]}", hu[:, :, z], affine, heat=heat, index=z)
                 title = f"{what}: {'left' if key[0] == 'L' else 'right'} {key[1]}"
-                note = f"Grad-CAM, p {prediction.probabilities[key]:.3f}"
+                note = f"Grad-CAM ({_grid_note(grid)}), p {prediction.probabilities[key]:.3f}"
                 save_png(overlay_figure(view, title, outline=outline, note=note), folder / name)
                 records.append(
-                    {"file": f"{EXPLAIN_DIR}/{name}", "what": slot, "side": key[0], "region": key[1], "slice_index": z}
+                    {
+                        "file": f"{EXPLAIN_DIR}/{name}",
+                        "what": slot,
+                        "side": key[0],
+                        "region": key[1],
+                        "slice_index": z,
+                        "cam_grid": list(grid),
+                    }
                 )
         return records
+
+
+def _grid_note(grid: tuple[int, ...]) -> str:
+    size = "x".join(str(v) for v in grid)
+    if int(np.prod(grid)) <= 1:
+        return f"layer4 map {size}: no spatial detail at this input size"
+    return f"layer4 map {size}"
 
 
 def _public(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -43,8 +43,12 @@ TARGET_LAYER = "layer4"
 
 def grad_cam(
     network: torch.nn.Module, inputs: torch.Tensor, class_idx: int = 0, target_layer: str = TARGET_LAYER
-) -> np.ndarray:
+) -> tuple[np.ndarray, tuple[int, ...]]:
     """Grad-CAM maps ``(B, H, W)`` in [0, 1] of output ``class_idx`` for ``inputs`` ``(B, C, H, W)``.
+
+    Returns:
+        the maps and the size of the target layer's feature map (the map's true resolution: a 128-pixel crop
+        through SE-ResNeXt's 32x down-sampling gives 4 x 4; 1 x 1 carries no spatial information and is all 0).
 
     Args:
         network: the classifier (put in eval mode by MONAI's hooks for the call, restored afterwards).
@@ -61,7 +65,9 @@ def grad_cam(
         warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
         maps = cam(x=inputs.detach().clone().to(device=device, dtype=torch.float32), class_idx=class_idx)
     out = maps[:, 0].detach().float().cpu().numpy()
-    return np.nan_to_num(out, nan=0.0)
+    with torch.enable_grad():
+        feature_size = tuple(int(v) for v in cam.feature_map_size((1, *inputs.shape[1:]), device=device)[2:])
+    return np.nan_to_num(out, nan=0.0), feature_size
 
 
 def slice_affine(affine: np.ndarray, z: float) -> np.ndarray:

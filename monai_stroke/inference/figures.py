@@ -34,6 +34,7 @@ __all__ = [
 BRAIN_WINDOW: tuple[float, float] = (40.0, 80.0)
 _ORIENTATION_NOTE = "Radiological view: patient's right (R) on image left, patient's left (L) on image right."
 _DISCLAIMER = "monai-stroke research software - not for clinical decisions."
+_FLAGGED = "#ff2020"
 
 
 @dataclasses.dataclass
@@ -149,6 +150,7 @@ def ischemic_report_figure(
     headline: str,
     scored: bool,
     reason: str | None = None,
+    threshold: float | None = None,
 ) -> Any:
     """The report picture of a hemorrhage-negative series: ASPECTS levels with regions coloured by probability.
 
@@ -160,6 +162,7 @@ def ischemic_report_figure(
         headline: the hemorrhage verdict line.
         scored: whether ASPECTS was scored.
         reason: why not, when not scored.
+        threshold: the early-ischemic decision threshold (marked on the colour bar).
     """
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
@@ -186,10 +189,11 @@ def ischemic_report_figure(
             p_early = record.get("early_ischemic_probability") if scored else None
             colour = _region_colour(p_early)
             if record.get("early_ischemic") and scored:
-                ax.contourf(mask, levels=[0.5, 1.5], colors=[colour], alpha=0.45)
+                # flagged regions in one unmistakable colour, whatever their probability's colour
+                ax.contourf(mask, levels=[0.5, 1.5], colors=[_FLAGGED], alpha=0.45)
             if record.get("old_infarction") and scored:
                 ax.contourf(mask, levels=[0.5, 1.5], colors="none", hatches=["////"])
-            width = 2.2 if record.get("early_ischemic") and scored else 1.2
+            width = 2.4 if record.get("early_ischemic") and scored else 1.2
             ax.contour(mask, levels=[0.5], colors=[colour], linewidths=width)
             weight = mask.sum()
             cy, cx = (rows * mask).sum() / weight, (cols * mask).sum() / weight
@@ -207,11 +211,15 @@ def ischemic_report_figure(
     if scored:
         cax = fig.add_axes([0.925, 0.2, 0.018, 0.56])
         bar = fig.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=colormaps["RdYlGn_r"]), cax=cax)
-        bar.set_label("early ischemic probability", color="white", fontsize=8)
+        label = "early ischemic probability (outline)"
+        if threshold is not None:
+            bar.ax.axhline(threshold, color="white", linewidth=2.5)
+            label += f"\nwhite line: decision threshold {threshold:.2f}"
+        bar.set_label(label, color="white", fontsize=8)
         bar.ax.tick_params(colors="white", labelsize=7)
     footer = [
         _ORIENTATION_NOTE,
-        "Outline colour: early ischemic probability; filled: early ischemic change (lowers ASPECTS); "
+        "Outline colour: early ischemic probability; filled red: early ischemic change (lowers ASPECTS); "
         "hatched: old infarction (listed, not counted).",
         _DISCLAIMER,
     ]
@@ -232,7 +240,8 @@ def hemorrhage_report_figure(views: Sequence[SliceView], headline: str, details:
     fig.text(0.5, 0.885, details, ha="center", va="top", fontsize=9, color="white")
     footer = [
         _ORIENTATION_NOTE,
-        "Overlay: Grad-CAM of the hemorrhage network's 'any' output. ASPECTS is not scored when hemorrhage is suspected.",
+        "Overlay: Grad-CAM of the hemorrhage network's 'any' output (red: most influential). "
+        "ASPECTS is not scored when hemorrhage is suspected.",
         _DISCLAIMER,
     ]
     fig.text(0.5, 0.11, "\n".join(footer), ha="center", va="top", fontsize=7.5, color="#d0d0d0")
@@ -240,16 +249,13 @@ def hemorrhage_report_figure(views: Sequence[SliceView], headline: str, details:
 
 
 def _heat_layer(ax: Any, view: SliceView) -> None:
+    from matplotlib import colormaps
+
     heat = radiological_view(np.clip(view.heat, 0.0, 1.0), view.affine)
-    ax.imshow(
-        np.ma.masked_less(heat, 0.05),
-        cmap="inferno",
-        vmin=0,
-        vmax=1,
-        alpha=0.5,
-        aspect=pixel_aspect(view.affine),
-        interpolation="bilinear",
-    )
+    rgba = colormaps["jet"](heat)
+    # opacity follows the heat: cold areas leave the CT readable, hot ones stand out
+    rgba[..., 3] = 0.65 * heat
+    ax.imshow(rgba, aspect=pixel_aspect(view.affine), interpolation="bilinear")
 
 
 def overlay_figure(view: SliceView, title: str, outline: np.ndarray | None = None, note: str = "") -> Any:
