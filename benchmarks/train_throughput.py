@@ -11,7 +11,10 @@ network: ``overhead = epoch time / compute time`` (target <= 1.15). Per configur
    warms up: first touch and worker start-up),
 3. collects the same number of batches into memory and times forward + backward + step on them alone,
 
-and prints both rates and their ratio, measured in one run on this machine. Nothing is asserted.
+and prints both rates and their ratio (``overhead``), measured in one run on this machine. Because another
+process can slow one timing and not the other, it also reports the share of the timed epoch that the training
+loop spent waiting for its next batch, and the overhead that share implies (``overhead_within_epoch`` =
+epoch time / (epoch time - waiting)), which both come from the same seconds. Nothing is asserted.
 
 Run: ``python benchmarks/train_throughput.py [--dataset_dir DIR] [--sizes tiny full] [--workers 0 2]``
 (without ``--dataset_dir`` a 6-patient synthetic cohort is made in a temporary folder).
@@ -57,7 +60,7 @@ def _network(size: str, in_channels: int, outputs: int, device: torch.device):
     return net, torch.optim.AdamW(net.parameters(), lr=1e-3), WeightedBCEWithLogitsLoss()
 
 
-def _epoch_rate(dataset, size, outputs, workers, batches, device) -> float:
+def _epoch_rate(dataset, size, outputs, workers, batches, device) -> tuple[float, float]:
     from ignite.engine import Events
     from monai.data import DataLoader
     from monai.engines import SupervisedTrainer
@@ -77,13 +80,22 @@ def _epoch_rate(dataset, size, outputs, workers, batches, device) -> float:
         epoch_length=batches,
         amp=device.type == "cuda",
     )
-    times = {}
-    trainer.add_event_handler(Events.EPOCH_STARTED, lambda e: times.setdefault(e.state.epoch, time.perf_counter()))
-    trainer.add_event_handler(
-        Events.EPOCH_COMPLETED, lambda e: times.__setitem__(e.state.epoch, time.perf_counter() - times[e.state.epoch])
-    )
-    trainer.run()  # epoch 1 warms up (first touch, worker start); epoch 2 is the steady state that is timed
-    return batches * 16 / times[2]
+    clock = {"epoch": 0.0, "wait": 0.0}
+
+    def mark(name: str, start: bool):
+        def handler(engine):
+            if engine.state.epoch == 2:  # epoch 1 warms up (first touch, worker start); epoch 2 is timed
+                clock[name] += -time.perf_counter() if start else time.perf_counter()
+
+        return handler
+
+    trainer.add_event_handler(Events.EPOCH_STARTED, mark("epoch", True))
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, mark("epoch", False))
+    # time the loop spends waiting for the next batch (transforms with num_workers=0, collation, worker queue)
+    trainer.add_event_handler(Events.GET_BATCH_STARTED, mark("wait", True))
+    trainer.add_event_handler(Events.GET_BATCH_COMPLETED, mark("wait", False))
+    trainer.run()
+    return batches * 16 / clock["epoch"], clock["wait"] / clock["epoch"]
 
 
 def _compute_rate(dataset, size, outputs, batches, device) -> float:
@@ -141,7 +153,7 @@ def main() -> None:
                 for workers in args.workers:
                     # measured back to back, so that both see the same machine load
                     compute = _compute_rate(dataset, size, outputs, args.batches, device)
-                    epoch = _epoch_rate(dataset, size, outputs, workers, args.batches, device)
+                    epoch, waiting = _epoch_rate(dataset, size, outputs, workers, args.batches, device)
                     row = {
                         "kind": kind,
                         "network": size,
@@ -150,6 +162,9 @@ def main() -> None:
                         "epoch_images_per_s": round(epoch, 1),
                         "compute_images_per_s": round(compute, 1),
                         "overhead": round(compute / epoch, 3),
+                        # within the same epoch, so not skewed by load that changes between the two timings
+                        "epoch_share_waiting_for_data": round(waiting, 3),
+                        "overhead_within_epoch": round(1.0 / max(1e-9, 1.0 - waiting), 3),
                     }
                     results.append(row)
                     print(json.dumps(row), flush=True)
