@@ -182,6 +182,26 @@ def test_brain_dice_is_low_for_a_deliberately_wrong_transform(synthetic_series, 
     assert again.meta["brain_dice"] == pytest.approx(registered["untilted"]["image"].meta["brain_dice"], abs=1e-6)
 
 
+def test_a_scan_that_misses_much_of_the_brain_fails_the_quality_check(synthetic_series, registered) -> None:
+    # the good transform replayed on the top 45% of the slices: the alignment is right, but the Dice inside the
+    # field of view cannot verify it along the cut axis, so coverage decides
+    folder, _, _ = synthetic_series["untilted"]
+    image = LoadCTSeries()(str(folder))
+    cut = int(image.shape[-1] * 0.55)
+    top = MetaTensor(image[..., cut:].as_tensor(), meta=dict(image.meta))
+    top.affine = image.affine @ torch.tensor(
+        [[1.0, 0, 0, 0], [0, 1.0, 0, 0], [0, 0, 1.0, float(cut)], [0, 0, 0, 1]], dtype=torch.float64
+    )
+    good = registered["untilted"]["image"].meta["template_transform"]
+    replayed = RegisterToTemplate(spacing=4.0)(top, transform=good)
+    quality = registration_quality(replayed)
+    assert replayed.meta["brain_coverage"] < 0.75 and replayed.meta["brain_dice"] >= BRAIN_DICE_THRESHOLD
+    assert not quality["passed"] and quality["reasons"] == [quality["reasons"][0]]
+    assert "covers" in quality["reasons"][0] and not quality["coverage_complete"]
+    full = registration_quality(registered["untilted"]["image"])
+    assert full["brain_coverage"] > 0.95 and full["reasons"] == []
+
+
 # --- the template through a known pose: off-centre, neck and cradle in the field of view, tilted DICOM ------------
 
 
