@@ -135,3 +135,27 @@ def test_check_report_names_what_is_wrong(breakage, message) -> None:
     breakage(report)
     problems = check_report(report)
     assert any(message in p for p in problems), problems
+
+
+def test_nifti_series_reads_like_its_dicom_folder(left_patient, tmp_path) -> None:
+    """SERIES may be a NIfTI file: the hemorrhage step sees the same slices, in the same order, as from DICOM."""
+    import torch
+
+    from monai_stroke.inference.hemorrhage import predict_hemorrhage
+    from monai_stroke.inference.models import CascadeModel
+    from monai_stroke.inference.preprocess import ChainRunner
+    from monai_stroke.inference.untrained import hemorrhage_contract
+    from monai_stroke.io import load_ct_series, save_nifti
+    from monai_stroke.networks import create_network
+
+    nifti = save_nifti(load_ct_series(left_patient["series"]), tmp_path / "ct.nii.gz")
+    torch.manual_seed(0)
+    contract = hemorrhage_contract()
+    model = CascadeModel("hemorrhage", create_network(**contract.network).eval(), contract)
+    results = [
+        predict_hemorrhage(ChainRunner(), model, s, torch.device("cpu")) for s in (left_patient["series"], nifti)
+    ]
+    dicom, from_nifti = results
+    assert dicom.slice_probabilities.std(axis=0).max() > 1e-4  # a random network: probabilities vary per slice
+    np.testing.assert_allclose(from_nifti.slice_probabilities, dicom.slice_probabilities, atol=1e-5)
+    assert from_nifti.top_slices == dicom.top_slices
