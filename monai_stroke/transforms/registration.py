@@ -1028,7 +1028,9 @@ def _resample(
         if np.any(sigma > 0.05):
             array = ndimage.gaussian_filter(array, sigma=sigma, mode="nearest", truncate=3.0)
     out_dtype = array.dtype if order == 0 else np.float32
-    return ndimage.affine_transform(
+    if array.dtype == np.float16:  # scipy does not interpolate half floats
+        array = array.astype(np.float32)
+    out = ndimage.affine_transform(
         array,
         index_map[:3, :3],
         offset=index_map[:3, 3],
@@ -1037,8 +1039,9 @@ def _resample(
         mode="constant",
         cval=cval,
         prefilter=False,
-        output=out_dtype,
+        output=np.float32 if out_dtype == np.float16 else out_dtype,
     )
+    return out.astype(out_dtype, copy=False)
 
 
 def _inside_grid(
@@ -1290,7 +1293,8 @@ def map_to_patient(
         padding_value: value for patient voxels that map outside the map's grid.
 
     Returns:
-        ``MetaTensor`` ``(C, X, Y, Z)`` (channel kept as given) on the patient grid, with the patient affine.
+        ``MetaTensor`` ``(C, X, Y, Z)`` on the patient grid (``(X, Y, Z)`` for 3D input), with the patient affine;
+        labels keep their dtype.
     """
     order = _order(mode)
     matrix, meta = _transform_from(meta_or_transform)
@@ -1453,8 +1457,6 @@ class RegisterToTemplate(InvertibleTransform):
         channel0 = img[0] if img.ndim == 4 else img
         matrix = None if transform is None else _transform_from(transform)[0]
         result = register_to_template(channel0, patient_affine, self.template, self.params, transform=matrix)
-        for message in result.warnings:
-            logger.debug("registration warning: %s", message)
         space = TemplateSpace.resolve(self.template)
         meta = _registration_meta(result, space.identity, patient_affine, tuple(img.shape[-3:]))
         return self.resample(img, meta, mode=mode, padding_value=padding_value)
@@ -1507,17 +1509,18 @@ class RegisterToTemplate(InvertibleTransform):
         transform = self.pop_transform(data)
         extra = transform[TraceKeys.EXTRA_INFO]
         patient_shape = transform[TraceKeys.ORIG_SIZE]
+        patient_affine = np.asarray(extra[_META_PATIENT_AFFINE])
         out = map_to_patient(
             data,
             np.asarray(extra[TEMPLATE_TRANSFORM_KEY]),
             patient_shape=patient_shape,
-            patient_affine=np.asarray(extra[_META_PATIENT_AFFINE]),
-            mode=extra.get("mode", "nearest") if extra.get("mode") in ("nearest", "bilinear") else "nearest",
+            patient_affine=patient_affine,
+            mode=extra.get("mode", "nearest"),
         )
         meta = dict(data.meta) if isinstance(data, MetaTensor) else {}
         meta.update(out.meta)
-        out = MetaTensor(out.as_tensor(), meta=meta, applied_operations=list(getattr(data, "applied_operations", [])))
-        return out
+        meta["spacing"] = _spacing_of(patient_affine)
+        return MetaTensor(out.as_tensor(), meta=meta, applied_operations=list(getattr(data, "applied_operations", [])))
 
 
 def _patient_affine_of(img: Any) -> np.ndarray:
