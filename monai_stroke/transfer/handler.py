@@ -73,6 +73,7 @@ from monai_stroke.transfer.depths import (
     equivalent_depths,
     transfer_backbone,
 )
+from monai_stroke.transfer.report import write_search_outputs
 from monai_stroke.transfer.schedule import Job, PlanStatus, SearchPlan
 from monai_stroke.transfer.state import ATLState
 from monai_stroke.utils import file_sha256, write_text_atomic
@@ -288,6 +289,13 @@ class AdaptiveTransferHandler:
         self.optimizer = engine.optimizer
         if self.optimizer is None:
             raise UserInputError("the ATL trainer needs an optimizer")
+        loader = engine.data_loader
+        if getattr(loader, "persistent_workers", False) and getattr(loader, "num_workers", 0) > 0:
+            # persistent workers keep the random state of their first epoch; each epoch's seed cannot reach them
+            logger.warning(
+                "the training DataLoader has persistent_workers=True: augmentation is not seeded per depth and "
+                "epoch, so a resumed search does not replay it exactly; set persistent_workers to false"
+            )
         # the state a fresh optimiser/schedule has: every depth starts from it
         self._optimizer_fresh = _clone(self.optimizer.state_dict())
         self._scheduler_fresh = _clone(self.lr_scheduler.state_dict()) if self.lr_scheduler is not None else None
@@ -463,7 +471,6 @@ class AdaptiveTransferHandler:
         self.validator.run(epoch)
         ids, logits, labels = self._val.result()
         val_loss = float(F.binary_cross_entropy_with_logits(logits, labels))
-        self.validator.state.metrics["val_loss"] = val_loss
         pred = _predictions(ids, logits, labels)
         losses_before = self.state.losses([depth]).get(depth, [])
         losses = [*losses_before, val_loss]
@@ -646,11 +653,7 @@ class AdaptiveTransferHandler:
                 if len(losses) >= self.epochs_per_depth and self.state.result(job.depth) is None:
                     self.evaluate_depth(job.depth)  # finished for good: evaluate while the others train
             self._barrier()
-        result = None
-        if rank == 0:
-            from monai_stroke.transfer.report import write_search_outputs
-
-            result = write_search_outputs(self, status)
+        result = write_search_outputs(self, status) if rank == 0 else None
         self._barrier()
         return result
 
