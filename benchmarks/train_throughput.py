@@ -159,8 +159,8 @@ def main() -> None:
                         "network": size,
                         "input": list(dataset[0]["image"].shape),
                         "num_workers": workers,
-                        "epoch_images_per_s": round(epoch, 1),
-                        "compute_images_per_s": round(compute, 1),
+                        "epoch_images_per_s": round(epoch, 3),
+                        "compute_images_per_s": round(compute, 3),
                         "overhead": round(compute / epoch, 3),
                         # within the same epoch, so not skewed by load that changes between the two timings
                         "epoch_share_waiting_for_data": round(waiting, 3),

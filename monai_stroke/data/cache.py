@@ -42,7 +42,7 @@ from monai.transforms import Compose
 from monai_stroke.errors import UserInputError
 from monai_stroke.transforms.chains import chain_identity
 
-__all__ = ["CACHE_KEY", "default_cache_dir", "source_dataset", "series_fingerprint", "part_cache_key", "prepare_patients", "SampleDataset"]
+__all__ = ["CACHE_KEY", "default_cache_dir", "check_splits", "source_dataset", "series_fingerprint", "part_cache_key", "prepare_patients", "SampleDataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,12 @@ def part_cache_key(chain: str | os.PathLike, part: str, params: Mapping[str, Any
     """
     payload = {"part": chain_identity(chain, part, **params), "identities": identities}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_splits(splits: Sequence[str]) -> None:
+    """Refuse a split list that is empty, a bare string or names a split twice (one dataset per split)."""
+    if isinstance(splits, str) or not splits or len(set(splits)) != len(splits):
+        raise UserInputError(f"splits must be distinct split names, e.g. ['train', 'val'], got {splits!r}")
 
 
 def source_dataset(dataset_dir: str | os.PathLike | None = None, series: str | os.PathLike | None = None) -> Any:

@@ -33,6 +33,7 @@ from monai_stroke.contract import Contract
 from monai_stroke.data.cache import (
     CACHE_KEY,
     SampleDataset,
+    check_splits,
     part_cache_key,
     prepare_patients,
     series_fingerprint,
@@ -265,6 +266,7 @@ def region_datasets(
             f"{dataset_dir} has no region labels (regions.csv); the ischemic networks train on per-region "
             "categories (see data_manifests/README.md)"
         )
+    check_splits(splits)
     params = region_chain_params(
         task, window, window_output, neighbours, crop_size, contralateral, chain, **chain_overrides
     )

@@ -36,6 +36,7 @@ from monai_stroke.contract import Contract
 from monai_stroke.data.cache import (
     CACHE_KEY,
     SampleDataset,
+    check_splits,
     part_cache_key,
     prepare_patients,
     series_fingerprint,
@@ -277,6 +278,7 @@ def slice_datasets(
             f"{dataset_dir} has no rsna_labels.csv; the hemorrhage network trains on per-slice RSNA labels "
             "(convert them with 'monai-stroke manifest rsna')"
         )
+    check_splits(splits)
     params = slice_chain_params(chain, windows, window_output, neighbours, spatial_size, **chain_overrides)
     groups = {}
     for split in splits:
