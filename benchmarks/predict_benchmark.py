@@ -2,7 +2,7 @@
 
 What is measured (CPU, whatever threads torch is given; nothing is asserted):
 
-* one full-size synthetic patient (512 x 512 x 40, 0.47 mm pixels, 5 mm slices) and a models folder of *untrained*
+* one full-size synthetic patient (512 x 512 x 40, 0.47 mm pixels, 4 mm slices) and a models folder of *untrained*
   full-size SE-ResNeXt50 networks with the paper's inputs (hemorrhage 9 x 256 x 256 per slice; ischemic 3-slice
   128 x 128 crops of the 1 mm template grid, default registration). The hemorrhage network is pinned negative, so
   the whole cascade runs (registration, 20 crops, both ischemic networks);
@@ -34,12 +34,13 @@ def _prepare(work: Path, n_slices: int) -> tuple[Path, Path]:
     from monai_stroke.inference.untrained import write_untrained_models
     from monai_stroke.synthetic import SynthConfig, default_head, plan_patient, write_patient
 
-    series = work / "patient" / "dicom"
+    series = work / f"patient_{n_slices}" / "dicom"
     if not series.is_dir():
         head = default_head()
-        config = SynthConfig(size="full", n_slices=(n_slices, n_slices), tilt_fraction=0.0)
+        # 4 mm slices: 40 of them cover the head (at 5 mm the synthetic head is shorter than 40 slices)
+        config = SynthConfig(size="full", n_slices=(n_slices, n_slices), slice_mm=4.0, tilt_fraction=0.0)
         spec = plan_patient("B001", [11], "intact", head, config, tilted=False)
-        write_patient(spec, work / "patient", head)
+        write_patient(spec, series.parent, head)
     models = work / "models"
     if not (models / "old_vs_intact" / "model.pt").is_file():
         write_untrained_models(
@@ -114,9 +115,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     series, models = _prepare(work, args.slices)
-    print(
-        f"prepared a {args.slices}-slice 512x512 patient and full-size models in {work} ({time.perf_counter() - t:.0f} s)"
-    )
+    n = len(list(series.glob("*.dcm")))
+    print(f"prepared a {n}-slice 512x512 patient and full-size models in {work} ({time.perf_counter() - t:.0f} s)")
     import torch
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")

@@ -92,8 +92,8 @@ class DemoSettings:
     size: str = "small"
     seed: int = 0
     network_size: str = "tiny"
-    hemorrhage_epochs: int = 3
-    epochs_per_depth: int = 2
+    hemorrhage_epochs: int = 5
+    epochs_per_depth: int = 4
     search: str = "halving"
     depths: tuple[str, ...] | None = None
     crop_size: tuple[int, int] | None = (32, 32)
