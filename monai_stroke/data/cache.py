@@ -8,8 +8,9 @@ milliseconds. So the work is split in two:
 1. **Per patient, deterministic, cached** (:func:`prepare_patients`): the ``preprocess`` part of a transform
    chain (ingest, registration, region crops in HU; or native slices resized in-plane) runs once per patient
    and is stored by MONAI's :class:`~monai.data.PersistentDataset` under ``cache_dir``. The cache key holds the
-   part's own YAML text, the parameters it uses, the series' file listing (names, sizes, modification times)
-   and extra identities (template, atlas), so runs that share the folder reuse each other's work - and only
+   part's own YAML text, the parameters it uses, the series' file listing (names, sizes, modification times),
+   extra identities (template, atlas) and the patient id - not the dataset folder's location, so a moved or
+   symlinked copy of a dataset keeps its cache. Runs that share the folder reuse each other's work, and only
    when it is the same work: another window or task does not invalidate region crops, another crop size does.
 2. **Per sample, cheap, every time** (:class:`SampleDataset`): the cached patients are held in memory and
    flattened into one row per slice or crop; a sample picks its patient's cached tensors and runs the chain's
