@@ -142,3 +142,12 @@ def test_ischemic_train_and_evaluate(synthetic_small_cohort, tmp_path) -> None:
     assert metrics["info"]["task"] == "early_vs_intact"
     predictions = pd.read_csv(out / "predictions.csv")
     assert set(predictions["side"]) == {"L", "R"} and predictions["split"].eq("test").all()
+
+    # inference over the dataset folder, in this process; the registrations come from the shared cache
+    config = str(ROOT / "bundles" / bundle / "configs" / "inference.yaml")
+    monai.bundle.run(config_file=config, logging_file=False, dataset_dir=str(data), output_dir=str(out), num_workers=0)
+    report = json.loads((out / "predictions" / "predictions.json").read_text())
+    assert report["model"]["task"] == "early_vs_intact"
+    assert [p["patient_id"] for p in report["patients"]] == sorted(p.name for p in data.iterdir() if p.is_dir())
+    regions = pd.read_csv(out / "predictions" / "predictions.csv")
+    assert len(regions) == 20 * len(report["patients"])  # every region of every patient, labelled or not
