@@ -151,7 +151,7 @@ class PredictionCollector:
             if probs.shape[0] == 0:
                 probs = labels = torch.zeros((0, int(width.item())), device=probs.device)
         probs, labels = _gather(probs).cpu().numpy(), _gather(labels).cpu().numpy()
-        ids = _gather(ids.float()).cpu().numpy().astype(np.int64)
+        ids = _gather(ids.long()).cpu().numpy().astype(np.int64)
         order = np.unique(ids, return_index=True)[1]  # sorted ids, first occurrence (padding repeats samples)
         pred = Predictions(ids[order], probs[order], labels[order])
         engine.state.predictions = pred
