@@ -8,6 +8,7 @@ The predict stage is the real cascade (hemorrhage pinned positive to keep it sho
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -101,6 +102,14 @@ def test_demo_runs_every_stage_through_the_bundles(synthetic_small_cohort, pinne
     run_demo(out, settings, dataset_dir=synthetic_small_cohort, device="cpu", bundle_runner=again)
     assert again.calls == []
     assert "skipped" in capsys.readouterr().err
+
+    # other settings: the old runs go (the ATL bundle refuses to resume a search with other settings)
+    marker = out / "runs" / "atl_early_vs_intact" / "atl_table.csv"
+    other = dataclasses.replace(settings, epochs_per_depth=2, n_reports=0)
+    third = RecordingRunner(pinned_models)
+    run_demo(out, other, dataset_dir=synthetic_small_cohort, device="cpu", bundle_runner=third)
+    assert len(third.calls) == 4 and third.calls[2]["epochs_per_depth"] == 2
+    assert marker.is_file() and not (out / "reports").exists()  # rewritten by the new run; old reports gone
 
 
 def test_demo_refuses_a_folder_it_did_not_write(tmp_path, capsys) -> None:

@@ -190,7 +190,9 @@ class _State:
                 data = json.loads(self.path.read_text())
             except (OSError, ValueError):
                 data = {}
-        self.done: dict[str, float] = data.get("done", {}) if data.get("fingerprint") == fingerprint else {}
+        #: whether the folder holds results of other settings (they must go: the bundles refuse to resume them)
+        self.stale = bool(data) and data.get("fingerprint") != fingerprint
+        self.done: dict[str, float] = {} if self.stale else data.get("done", {})
         self.timings: dict[str, float] = dict(self.done)
 
     def finish(self, stage: str, seconds: float) -> None:
@@ -247,6 +249,14 @@ def run_demo(
     state = _State(out, settings.fingerprint() + ("" if dataset_dir is None else f":{Path(dataset_dir).resolve()}"))
     data = Path(dataset_dir) if dataset_dir is not None else out / "data"
     runs = out / "runs"
+    if state.stale:
+        _say(f"{out} holds a demo run with other settings: its results are replaced")
+        for name in ("runs", "models", "reports", "summary.html"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     cache = out / "cache"
     common = {"network_size": settings.network_size, "num_workers": settings.num_workers, "cache_dir": str(cache)}
     common["device"] = f"$torch.device('{dev}')"
