@@ -216,6 +216,9 @@ class StrokeCascade:
             warnings.append(f"gantry tilt {tilt:.1f} deg: the slices were un-sheared onto an orthogonal grid")
         if ischemic.quality is not None and not ischemic.quality["passed"]:
             warnings.append(f"ASPECTS not scored: {ischemic.reason}")
+        elif ischemic.quality is not None and not ischemic.quality.get("coverage_complete", True):
+            coverage = 100 * ischemic.quality["brain_coverage"]
+            warnings.append(f"the scan covers {coverage:.0f}% of the brain: regions outside it were scored from air")
 
         with atomic_dir(out) as tmp:
             explanations: list[dict[str, Any]] = []
@@ -265,6 +268,7 @@ class StrokeCascade:
                 "passed": q["passed"],
                 "brain_dice": round(q["brain_dice"], 4),
                 "threshold": q["threshold"],
+                "brain_coverage": round(float(q.get("brain_coverage", 1.0)), 4),
                 "scales": _round(q["scales"], 4),
                 "scales_plausible": q["scales_plausible"],
                 "rotation_deg": round(q["rotation_deg"], 2),

@@ -20,13 +20,14 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from monai_stroke.errors import UserInputError
 from monai_stroke.inference.hemorrhage import batched_sigmoid
 from monai_stroke.inference.models import EARLY_SLOT, OLD_SLOT, CascadeModel, CascadeModels
 from monai_stroke.inference.preprocess import ChainRunner
-from monai_stroke.transforms.registration import registration_quality, registration_record
+from monai_stroke.transforms.registration import map_points_to_patient, registration_quality
 from monai_stroke.vocabulary import REGIONS, SIDES
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
     "predict_ischemic",
     "aspects_scores",
     "order_regions",
-    "region_probability_map",
+    "regions_outside_scan",
 ]
 
 _STAGE = "ischemic"
@@ -112,6 +113,23 @@ def aspects_scores(
         flagged = sum(1 for name in aspects_regions if bool(mine[name]["early_ischemic"]))
         scores[side] = len(aspects_regions) - flagged
     return scores
+
+
+def regions_outside_scan(atlas: Any, registration_meta: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Atlas regions whose centroid maps outside the patient's scanned volume (e.g. M4-M6 above a short scan).
+
+    Their crops would show padding, not brain: they are not scored.
+
+    Args:
+        atlas: the atlas in use.
+        registration_meta: the registered image's metadata (template transform, patient grid).
+    """
+    shape = np.asarray(registration_meta["patient_spatial_shape"], dtype=np.float64).reshape(-1)[:3]
+    pairs = list(atlas.regions)
+    centroids = np.stack([atlas.centroid_mm(side, region) for side, region in pairs])
+    voxels = map_points_to_patient(centroids, registration_meta, as_voxel=True)
+    inside = np.all((voxels >= -0.5) & (voxels <= shape - 0.5), axis=1)
+    return [pair for pair, ok in zip(pairs, inside, strict=True) if not ok]
 
 
 def _stack(samples: list[dict[str, Any]], key: str) -> torch.Tensor:
@@ -192,19 +210,12 @@ def predict_ischemic(
                 "must crop regions of a registered volume (transforms/ischemic_regions.yaml)"
             )
         meta = dict(registered.meta)
-        # the full record as a dict: registration_quality reads its warnings from it
-        meta["registration"] = registration_record(meta)
         if quality is None:
             registration_meta, quality = meta, registration_quality(meta)
         crops_by_slot[slot] = (params, crops)
 
     if not quality["passed"]:
-        reasons = []
-        if quality["brain_dice"] < quality["threshold"]:
-            reasons.append(f"brain overlap Dice {quality['brain_dice']:.2f} < {quality['threshold']:.2f}")
-        if not quality["scales_plausible"]:
-            reasons.append("implausible head scale " + "/".join(f"{s:.2f}" for s in quality["scales"]))
-        reason = "registration to the template failed its quality check (" + "; ".join(reasons) + ")"
+        reason = "registration to the template failed its quality check (" + "; ".join(quality["reasons"]) + ")"
         return IschemicResult(False, reason, quality, registration_meta, [], dict.fromkeys(SIDES), {})
 
     predictions = {
@@ -212,7 +223,8 @@ def predict_ischemic(
         for slot, (params, crops) in crops_by_slot.items()
     }
     early, old = predictions[EARLY_SLOT], predictions[OLD_SLOT]
-    pairs = set(early.probabilities) | set(old.probabilities)
+    outside = regions_outside_scan(models.atlas, registration_meta)
+    pairs = (set(early.probabilities) | set(old.probabilities)) - set(outside)
     regions = []
     for side, region in order_regions(list(pairs)):
         p_early = early.probabilities.get((side, region))
@@ -229,8 +241,13 @@ def predict_ischemic(
         )
     aspects = aspects_scores(regions)
     reason = None
-    if any(v is None for v in aspects.values()):
+    if outside:
+        names = ", ".join(f"{s} {r}" for s, r in order_regions(outside))
+        reason = f"the scan does not reach {names} (outside the scanned slices): ASPECTS needs all 10 regions per side"
+    elif any(v is None for v in aspects.values()):
         reason = f"the atlas lacks ASPECTS regions ({', '.join(REGIONS)} are needed per side)"
+    if reason is not None:
+        aspects = dict.fromkeys(SIDES)
     return IschemicResult(
         scored=reason is None,
         reason=reason,
@@ -240,8 +257,3 @@ def predict_ischemic(
         aspects=aspects,
         predictions=predictions,
     )
-
-
-def region_probability_map(regions: Sequence[Mapping[str, Any]], key: str) -> dict[tuple[str, str], float]:
-    """``(side, region)`` -> a probability field of the region records (missing values skipped)."""
-    return {(r["side"], r["region"]): float(r[key]) for r in regions if r.get(key) is not None}

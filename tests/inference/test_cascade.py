@@ -122,8 +122,11 @@ def test_failed_registration_is_reported_and_not_scored(negative_run: dict, tmp_
     def failing(meta, threshold=0.85):
         return {
             "passed": False,
+            "reasons": ["brain overlap Dice 0.410 < 0.85"],
             "brain_dice": 0.41,
             "threshold": 0.85,
+            "brain_coverage": 1.0,
+            "coverage_complete": True,
             "scales": [1.0, 1.0, 1.0],
             "scales_plausible": True,
             "rotation_deg": 0.0,
@@ -137,7 +140,25 @@ def test_failed_registration_is_reported_and_not_scored(negative_run: dict, tmp_
     report = again.predict(negative_run["truth"]["series"], tmp_path / "out")
     assert report["ischemic"]["scored"] is False and report["ischemic"]["regions"] == []
     assert report["aspects"] == {"L": None, "R": None}
-    assert "Dice 0.41" in report["ischemic"]["reason"]
+    assert "Dice 0.410 < 0.85" in report["ischemic"]["reason"]
     assert any("not scored" in w and "registration" in w for w in report["warnings"])
     assert check_report(report) == []
     assert (tmp_path / "out" / "report.png").is_file()
+
+
+def test_regions_above_a_short_scan_are_not_scored(negative_run: dict) -> None:
+    """A scan that stops below the supraganglionic level: M4-M6 lie outside it, so ASPECTS cannot be scored."""
+    from monai_stroke.inference.ischemic import regions_outside_scan
+    from monai_stroke.transforms.registration import map_points_to_patient
+
+    cascade = negative_run["cascade"]
+    meta = dict(cascade.last["ischemic"].registration_meta)
+    assert regions_outside_scan(cascade.models.atlas, meta) == []  # the whole head was scanned
+    centroids = [cascade.models.atlas.centroid_mm(s, r) for s in ("L", "R") for r in ("M4", "M5", "M6")]
+    supraganglionic_z = int(np.rint(map_points_to_patient(np.stack(centroids), meta, as_voxel=True)[:, 2].min()))
+    shape = np.asarray(meta["patient_spatial_shape"]).copy()
+    shape[2] = supraganglionic_z - 1  # the same patient grid, cut below the supraganglionic centroids
+    meta["patient_spatial_shape"] = shape
+    outside = set(regions_outside_scan(cascade.models.atlas, meta))
+    assert outside >= {(s, r) for s in ("L", "R") for r in ("M4", "M5", "M6")}
+    assert not outside & {(s, r) for s in ("L", "R") for r in ("C", "L", "IC")}
