@@ -48,7 +48,8 @@ def test_report_follows_the_schema(negative_run: dict) -> None:
     assert [(r["side"], r["region"]) for r in on_disk["ischemic"]["regions"]] == [
         (side, region) for side in ("L", "R") for region in REGIONS
     ]
-    assert on_disk["registration"]["passed"] is True and on_disk["registration"]["brain_dice"] >= 0.85
+    registration = on_disk["registration"]
+    assert registration["passed"] is True and registration["brain_dice"] >= registration["threshold"]
     assert set(on_disk["models"]) == {"hemorrhage", "early_vs_intact", "old_vs_intact"}
     assert all(len(m["sha256"]) == 64 for m in on_disk["models"].values())
     stages = {"ingest", "hemorrhage", "registration", "region_crops", "ischemic", "explanations", "report", "total"}
