@@ -16,7 +16,7 @@ import traceback
 import click
 
 from monai_stroke import __version__
-from monai_stroke.errors import UserInputError
+from monai_stroke.errors import find_user_error
 
 __all__ = ["cli", "main"]
 
@@ -78,21 +78,6 @@ def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
-def user_error_in(exc: BaseException) -> UserInputError | None:
-    """The :class:`UserInputError` behind ``exc``, if any.
-
-    MONAI's ``Compose`` re-raises a transform's exception as ``RuntimeError("applying transform ...")`` with the
-    original as its cause; a bad input found deep inside a transform chain is still the user's to fix.
-    """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, UserInputError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status (and exits with it when run as a script)."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -120,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence before a user sees a traceback
         if _State.verbose:
             traceback.print_exc()
-        user_error = user_error_in(exc)
+        user_error = find_user_error(exc)
         if user_error is not None:
             click.echo(f"error: {_one_line(str(user_error))}", err=True)
             return _exit(2, argv)

@@ -7,7 +7,7 @@ as one ``error: ...`` line on stderr and exits with status 2; library callers ca
 
 from __future__ import annotations
 
-__all__ = ["UserInputError", "MissingDependencyError"]
+__all__ = ["UserInputError", "MissingDependencyError", "find_user_error"]
 
 
 class UserInputError(ValueError):
@@ -16,3 +16,18 @@ class UserInputError(ValueError):
 
 class MissingDependencyError(UserInputError):
     """An optional package needed for this input is not installed; the message names the package."""
+
+
+def find_user_error(exc: BaseException | None) -> UserInputError | None:
+    """The :class:`UserInputError` behind ``exc``, if any.
+
+    MONAI's ``Compose`` re-raises a transform's exception as ``RuntimeError("applying transform ...")`` with the
+    original as its cause; a bad input found deep inside a transform chain is still the user's to fix.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, UserInputError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

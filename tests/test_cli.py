@@ -22,14 +22,13 @@ def test_usage_errors_are_one_error_line_with_status_2(argv: list[str], capsys: 
 def test_user_error_raised_inside_a_monai_chain_is_still_a_user_error() -> None:
     from monai.transforms import Compose, Lambda
 
-    from monai_stroke.cli import user_error_in
-    from monai_stroke.errors import UserInputError
+    from monai_stroke.errors import UserInputError, find_user_error
 
     def bad(_):
         raise UserInputError("bad.nii.gz: not 3D; give a 3D CT volume")
 
     with pytest.raises(RuntimeError) as info:
         Compose([Lambda(bad)])(1)
-    found = user_error_in(info.value)
+    found = find_user_error(info.value)
     assert isinstance(found, UserInputError) and "bad.nii.gz" in str(found)
-    assert user_error_in(RuntimeError("plain bug")) is None
+    assert find_user_error(RuntimeError("plain bug")) is None

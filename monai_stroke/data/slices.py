@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pydicom
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
@@ -84,31 +83,20 @@ def _stem(name: str) -> str:
 class SliceImageIds:
     """The image id of every slice of an ingested series: ``"<file stem>|<SOPInstanceUID>"``, ``""`` if none.
 
-    The ingest keeps each output slice's SOPInstanceUID (``meta["slice_uids"]``); the file it came from is found
-    by reading the SOPInstanceUID of the series' files (headers only). Both are kept because label files key
-    images by either. A NIfTI series, or a slice interpolated into a gap, has no image id.
+    The ingest keeps, for each output slice, the file it came from and its SOPInstanceUID (``meta["slice_files"]``,
+    ``meta["slice_uids"]``). Both are kept because label files key images by either. A NIfTI series, or a slice
+    interpolated into a gap, has no image id.
     """
 
     def __call__(self, img: Any) -> list[str]:
         meta = getattr(img, "meta", {})
-        uids = meta.get("slice_uids")
         n_slices = int(img.shape[-1])
-        if uids is None:  # NIfTI
-            return [""] * n_slices
-        source = Path(str(meta.get("filename_or_obj", "")))
-        stems: dict[str, str] = {}
-        files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else []
-        for f in files:
-            if f.name.startswith("."):
-                continue
-            try:
-                ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
-            except Exception:  # noqa: BLE001 - not every file in a series folder is DICOM; the ingest checked the rest
-                continue
-            sop = str(ds.get("SOPInstanceUID", "") or "")
-            if sop:
-                stems.setdefault(sop, _stem(f.name))
-        return [f"{stems.get(u, '')}|{u}" if u else "" for u in list(uids)[:n_slices]]
+        uids = list(meta.get("slice_uids") or [""] * n_slices)[:n_slices]
+        files = list(meta.get("slice_files") or [""] * n_slices)[:n_slices]
+        return [
+            f"{_stem(Path(str(f)).name) if f else ''}|{u or ''}" if (f or u) else ""
+            for f, u in zip(files, uids, strict=True)
+        ]
 
 
 class SliceImageIdsd(MapTransform):

@@ -24,10 +24,10 @@ from monai.transforms import Compose
 from monai.transforms.transform import apply_transform
 
 from monai_stroke.contract import Contract
-from monai_stroke.errors import UserInputError
+from monai_stroke.errors import find_user_error
 from monai_stroke.transforms.chains import chain_params, load_chain, read_chain
 
-__all__ = ["STAGE_OF_TRANSFORM", "StageTimer", "ChainRunner", "first_user_error"]
+__all__ = ["STAGE_OF_TRANSFORM", "StageTimer", "ChainRunner"]
 
 #: transform class -> cascade stage its time is booked to (others go to the caller's stage)
 STAGE_OF_TRANSFORM: dict[str, str] = {
@@ -36,18 +36,6 @@ STAGE_OF_TRANSFORM: dict[str, str] = {
     "RegionCropd": "region_crops",
 }
 _REFERENCE = re.compile(r"@([A-Za-z_][A-Za-z0-9_]*)")
-
-
-def first_user_error(exc: BaseException) -> UserInputError | None:
-    """The :class:`UserInputError` behind ``exc`` (MONAI re-raises a transform's error as a ``RuntimeError``)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, UserInputError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 class StageTimer:
@@ -165,7 +153,7 @@ class ChainRunner:
             try:
                 data = apply_transform(transform, data, map_items=compose.map_items, unpack_items=compose.unpack_items)
             except Exception as exc:
-                user_error = first_user_error(exc)
+                user_error = find_user_error(exc)
                 if user_error is not None:
                     raise user_error from exc
                 raise

@@ -207,7 +207,7 @@ def test_bundle_checks_inputs_before_running(left_patient, tmp_path) -> None:
             models_dir=str(tmp_path / "none"),
             output_dir=str(tmp_path / "out"),
         )
-    from monai_stroke.cli import user_error_in
+    from monai_stroke.errors import find_user_error
 
-    assert isinstance(user_error_in(info.value), UserInputError)
+    assert isinstance(find_user_error(info.value), UserInputError)
     assert not (tmp_path / "out").exists()
