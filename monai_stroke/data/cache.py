@@ -43,7 +43,16 @@ from monai.transforms import Compose
 from monai_stroke.errors import UserInputError
 from monai_stroke.transforms.chains import chain_identity
 
-__all__ = ["CACHE_KEY", "default_cache_dir", "check_splits", "source_dataset", "series_fingerprint", "part_cache_key", "prepare_patients", "SampleDataset"]
+__all__ = [
+    "CACHE_KEY",
+    "default_cache_dir",
+    "check_splits",
+    "source_dataset",
+    "series_fingerprint",
+    "part_cache_key",
+    "prepare_patients",
+    "SampleDataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +290,17 @@ class SampleDataset(torch.utils.data.Dataset):
         if self.transform is not None and hasattr(self.transform, "set_random_state"):
             self.transform.set_random_state(seed=seed, state=state)
         return self
+
+    @property
+    def output_names(self) -> list[str]:
+        """The names of the network outputs; the table has a ``label_<name>`` column for each (subclasses)."""
+        raise NotImplementedError
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Every sample's 0/1 labels ``(N, K)`` in sample order, from the table: no image is loaded."""
+        columns = [f"label_{name}" for name in self.output_names]
+        return torch.as_tensor(self.table[columns].to_numpy(dtype="float32"))
 
     @property
     def patient_ids(self) -> list[str]:

@@ -32,7 +32,7 @@ from monai_stroke.engines.handlers import (
     TrainedModel,
     summary_writer,
 )
-from monai_stroke.engines.losses import RSNA_OUTPUT_WEIGHTS, WeightedBCEWithLogitsLoss
+from monai_stroke.engines.losses import RSNA_OUTPUT_WEIGHTS, WeightedBCEWithLogitsLoss, balanced_pos_weight
 from monai_stroke.engines.outputs import (
     DEFAULT_AGGREGATION,
     Outputs,
@@ -68,6 +68,7 @@ __all__ = [
     "summary_writer",
     "RSNA_OUTPUT_WEIGHTS",
     "WeightedBCEWithLogitsLoss",
+    "balanced_pos_weight",
     "DEFAULT_AGGREGATION",
     "Outputs",
     "Predictions",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["RSNA_OUTPUT_WEIGHTS", "WeightedBCEWithLogitsLoss"]
+__all__ = ["RSNA_OUTPUT_WEIGHTS", "WeightedBCEWithLogitsLoss", "balanced_pos_weight"]
 
 #: Per-output weights of the hemorrhage loss, in ``HEMORRHAGE_LABELS`` order: 2 for "any", 1 for each subtype.
 #: This is the RSNA Intracranial Hemorrhage Detection challenge's weighted multi-label log loss, which the winning
@@ -50,3 +51,25 @@ class WeightedBCEWithLogitsLoss(nn.Module):
         if self.weights.numel() != per_output.numel():
             raise ValueError(f"{self.weights.numel()} loss weights for {per_output.numel()} outputs")
         return (per_output * self.weights).sum() / self.weights.sum()
+
+
+def balanced_pos_weight(labels: Sequence[float] | np.ndarray | torch.Tensor, max_weight: float = 50.0) -> list[float]:
+    """``pos_weight`` for :class:`WeightedBCEWithLogitsLoss` that gives the positives of each output as much total
+    weight as its negatives: ``negatives / positives``, per output, clipped to ``[1, max_weight]``.
+
+    Early ischemic change and old infarction are a few percent of the region crops; unweighted, a small network
+    finds "always intact" a deep minimum of the BCE and never leaves it. An output with no positives gets 1 (there
+    is nothing to up-weight; the clip keeps one stray positive from dominating every batch).
+
+    Args:
+        labels: 0/1 training labels ``(N,)`` or ``(N, K)``.
+        max_weight: the largest weight given.
+    """
+    y = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+    y = y.reshape(y.shape[0], -1) if y.ndim else y.reshape(1, 1)
+    if y.numel() == 0:
+        raise ValueError("balanced_pos_weight needs at least one label")
+    positives = y.sum(dim=0)
+    negatives = y.shape[0] - positives
+    ratio = torch.where(positives > 0, negatives / positives.clamp(min=1.0), torch.ones_like(positives))
+    return [float(w) for w in ratio.clamp(1.0, float(max_weight))]

@@ -49,7 +49,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -222,6 +222,8 @@ class AdaptiveTransferHandler:
         min_spread: the collapse rule's smallest 2nd-98th percentile width of the test predictions.
         provenance: facts recorded in every checkpoint's ``contract.training`` and in the resume config
             (bundle, learning rate, batch size, ...): a restart with other values is refused.
+        loss_function: the validation loss ``L_k`` (and the test loss): the training loss, so that class weights
+            apply to both and the search ranks depths on the objective they were trained on; None: plain BCE.
     """
 
     def __init__(
@@ -242,8 +244,10 @@ class AdaptiveTransferHandler:
         seed: int = 0,
         min_spread: float = 0.3,
         provenance: Mapping[str, Any] | None = None,
+        loss_function: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.loss_function = loss_function
         self.source_path = Path(source_checkpoint)
         self.validator = validator
         self.test_evaluator = test_evaluator
@@ -360,7 +364,9 @@ class AdaptiveTransferHandler:
                 conv = self.source_state.get(FIRST_CONV_KEY)
                 how = "slice-wise regrouped" if layout else "timm channel rule"
                 first = "" if conv is None or conv.shape[1] == factory["in_channels"] else f"; first conv {how}"
-                self._init_text[kind] = f"source {self.source_sha256[:12]} ({self.source_contract.kind} backbone{first})"
+                self._init_text[kind] = (
+                    f"source {self.source_sha256[:12]} ({self.source_contract.kind} backbone{first})"
+                )
             elif self.pretrained_weights is not None:
                 report = load_pretrained_weights(fresh, self.pretrained_weights)
                 self._init_text[kind] = f"imagenet {self.pretrained_weights.name} ({len(report.loaded)} tensors)"
@@ -458,6 +464,15 @@ class AdaptiveTransferHandler:
             dataset.set_random_state(seed=seed)
         self._train_losses = []
 
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> float:
+        with torch.no_grad():
+            if self.loss_function is None:
+                return float(F.binary_cross_entropy_with_logits(logits, labels))
+            # the gathered logits are on the CPU; a loss module's buffers (pos_weight) are on the training device
+            buffers = list(self.loss_function.buffers()) if isinstance(self.loss_function, torch.nn.Module) else []
+            device = buffers[0].device if buffers else logits.device
+            return float(self.loss_function(logits.to(device), labels.to(device)))
+
     def _iteration_completed(self, engine: Engine) -> None:
         output = engine.state.output
         if isinstance(output, list):
@@ -470,7 +485,7 @@ class AdaptiveTransferHandler:
             self.lr_scheduler.step()
         self.validator.run(epoch)
         ids, logits, labels = self._val.result()
-        val_loss = float(F.binary_cross_entropy_with_logits(logits, labels))
+        val_loss = self._loss(logits, labels)
         pred = _predictions(ids, logits, labels)
         losses_before = self.state.losses([depth]).get(depth, [])
         losses = [*losses_before, val_loss]
@@ -561,7 +576,7 @@ class AdaptiveTransferHandler:
             result.update(metrics)
             result.update(
                 evaluated_on=f"test {headline}",
-                test_loss=float(F.binary_cross_entropy_with_logits(logits, labels)),
+                test_loss=self._loss(logits, labels),
                 prediction_spread=prediction_spread(p),
                 collapsed=bool(is_collapsed(p, self.min_spread)),
                 prediction_range=[float(np.min(p)), float(np.max(p))] if len(p) else [None, None],
@@ -569,8 +584,11 @@ class AdaptiveTransferHandler:
             for name, (gy, gp) in list(groups.items())[1:]:
                 result[f"{name.split('/')[0]}_auc"] = binary_metrics(gy, gp, contract.decision_threshold)["auc"]
             frame = outputs.frame(pred)
-            keep = [c for c in frame.columns if c in ("sample_id", "patient_id", "side", "region") or c.startswith(
-                ("label_", "prob_"))]
+            keep = [
+                c
+                for c in frame.columns
+                if c in ("sample_id", "patient_id", "side", "region") or c.startswith(("label_", "prob_"))
+            ]
             write_text_atomic(self.state.depth_dir(depth) / TEST_PREDICTIONS, frame[keep].to_csv(index=False))
             if result["collapsed"]:
                 logger.warning(
@@ -608,11 +626,7 @@ class AdaptiveTransferHandler:
     def _finished(self, status: PlanStatus) -> list[str]:
         losses = self.state.losses(self.plan.depths)
         trained = [d for d in self.plan.depths if d not in self.plan.same_as]
-        return [
-            d
-            for d in trained
-            if d in status.eliminated or len(losses.get(d, [])) >= self.epochs_per_depth
-        ]
+        return [d for d in trained if d in status.eliminated or len(losses.get(d, [])) >= self.epochs_per_depth]
 
     def run(self, trainer: Any | None = None) -> dict[str, Any] | None:
         """Run (or resume) the whole search; rank 0 writes the outputs and returns the choice.

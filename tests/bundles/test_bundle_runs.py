@@ -137,6 +137,8 @@ def test_ischemic_train_and_evaluate(synthetic_small_cohort, tmp_path) -> None:
     bundle = "ischemic_classification"
     _bundle_run(bundle, ("train.yaml",), data, out, "--max_epochs", "1", *ISCHEMIC_FAST)
     _check_training(out, "ischemic", "early_vs_intact", [32, 32])
+    _, contract = load_checkpoint(out / "models" / "model.pt", kind="ischemic", task="early_vs_intact")
+    assert contract.training["balance_classes"] is True  # rare positives weighted by default, and recorded
     _bundle_run(bundle, ("train.yaml", "evaluate.yaml"), data, out, *ISCHEMIC_FAST)
     metrics = _check_evaluation(out, ["region/early_vs_intact", "patient/early_vs_intact"])
     assert metrics["info"]["task"] == "early_vs_intact"

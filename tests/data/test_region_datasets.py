@@ -29,6 +29,8 @@ def test_labels_come_from_regions_csv_through_the_task(early, subset) -> None:
     task = get_task("early_vs_intact")
     table = pd.concat([ds.table for ds in early])
     assert table["label_early_vs_intact"].sum() > 0
+    for ds in early:  # what class weighting reads, without loading a crop
+        assert ds.labels.tolist() == [[float(v)] for v in ds.table["label_early_vs_intact"]]
     for row in table.itertuples():
         category = regions[(row.patient_id, row.side, row.region)]
         assert row.category == category

@@ -15,6 +15,7 @@ from monai_stroke.engines import (
     SliceOutputs,
     WeightedBCEWithLogitsLoss,
     aggregate_slices,
+    balanced_pos_weight,
 )
 from monai_stroke.evaluation import choose_threshold
 from monai_stroke.vocabulary import HEMORRHAGE_LABELS
@@ -83,9 +84,7 @@ def test_decision_threshold_is_the_series_any_threshold() -> None:
 
 
 def test_region_patient_level_is_any_region() -> None:
-    table = pd.DataFrame(
-        {"sample_id": range(4), "patient_id": ["A", "A", "B", "B"], "label_early": [0, 1, 0, 0]}
-    )
+    table = pd.DataFrame({"sample_id": range(4), "patient_id": ["A", "A", "B", "B"], "label_early": [0, 1, 0, 0]})
     pred = Predictions(np.arange(4), [[0.2], [0.7], [0.4], [0.1]], [[0], [1], [0], [0]])
     groups = RegionOutputs(table, ["early"]).groups(pred)
     assert list(groups) == ["region/early", "patient/early"]
@@ -113,3 +112,26 @@ def test_unweighted_loss_is_plain_bce_and_shapes_are_checked() -> None:
         WeightedBCEWithLogitsLoss()(torch.zeros(4, 2), torch.zeros(4, 3))
     with pytest.raises(ValueError):
         WeightedBCEWithLogitsLoss([1.0, -1.0])
+
+
+@pytest.mark.parametrize(
+    "labels, max_weight, expected",
+    [
+        ([0, 0, 0, 1], 50.0, [3.0]),  # 3 negatives per positive
+        ([[0, 1], [0, 1], [1, 1], [0, 0]], 50.0, [3.0, 1.0]),  # per output; more positives than negatives: 1
+        ([0] * 99 + [1], 20.0, [20.0]),  # clipped
+        ([0, 0, 0], 50.0, [1.0]),  # no positive: nothing to up-weight
+    ],
+)
+def test_balanced_pos_weight(labels, max_weight, expected) -> None:
+    assert balanced_pos_weight(labels, max_weight=max_weight) == pytest.approx(expected)
+
+
+def test_balanced_pos_weight_balances_the_gradient_of_the_two_classes() -> None:
+    labels = torch.tensor([1.0] + [0.0] * 9)
+    loss = WeightedBCEWithLogitsLoss(pos_weight=balanced_pos_weight(labels))
+    logits = torch.zeros(10, 1, requires_grad=True)
+    loss(logits, labels).backward()
+    grad = logits.grad[:, 0]
+    # at p = 0.5 every sample pulls with |p - y| = 0.5: one positive weighted 9 pulls as hard as nine negatives
+    assert float(grad[labels == 1].sum()) == pytest.approx(-float(grad[labels == 0].sum()), rel=1e-6)

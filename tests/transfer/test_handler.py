@@ -22,6 +22,7 @@ from atl_helpers import TASK, CropDataset, build_search, make_source_checkpoint
 from torch.nn import functional as F
 
 from monai_stroke.contract import Contract, load_checkpoint, save_checkpoint
+from monai_stroke.engines import WeightedBCEWithLogitsLoss
 from monai_stroke.networks import FIRST_CONV_KEY, HEAD, STAGES, create_network
 from monai_stroke.transfer import CONTROL, atl_objective, epoch_seed
 
@@ -79,19 +80,34 @@ def test_f_is_computed_exactly_from_the_recorded_losses_and_argmin_is_chosen(exh
     assert state["completed"]["none"]["val_losses"] == losses["none"]
 
 
-def test_recorded_loss_is_the_validation_bce_of_the_trained_network(exhaustive) -> None:
-    handler, _, out = exhaustive
-    last = torch.load(out / "atl" / "layer0-1" / "last.pt", weights_only=True)
+def _validation_outputs(last_checkpoint: Path) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """The depth's ``last.pt``, and its network's logits and the labels on the validation crops."""
+    last = torch.load(last_checkpoint, weights_only=True)
     net = create_network(size="tiny", in_channels=3, num_outputs=1)
     net.load_state_dict(last["network"])
     net.eval()
     val = CropDataset(3, 2)
     with torch.no_grad():
         logits = net(torch.stack([val[i]["image"] for i in range(len(val))]))
-    labels = torch.tensor(val.table[f"label_{TASK}"].to_numpy(np.float32)).reshape(-1, 1)
+    return last, logits, torch.tensor(val.table[f"label_{TASK}"].to_numpy(np.float32)).reshape(-1, 1)
+
+
+def test_recorded_loss_is_the_validation_bce_of_the_trained_network(exhaustive) -> None:
+    handler, _, out = exhaustive
+    last, logits, labels = _validation_outputs(out / "atl" / "layer0-1" / "last.pt")
     bce = float(F.binary_cross_entropy_with_logits(logits, labels))
     assert last["val_losses"][-1] == pytest.approx(bce, rel=1e-4)
     assert last["epoch"] == 2 and last["val_losses"] == _progress(out, "layer0-1")["val_losses"]
+
+
+def test_a_class_weighted_training_loss_is_also_the_validation_loss(tmp_path, source) -> None:
+    loss = WeightedBCEWithLogitsLoss(pos_weight=[4.0])
+    handler, _ = build_search(tmp_path, source, 1, depths=["layer0-1"], loss_function=loss)
+    handler.run()
+    last, logits, labels = _validation_outputs(tmp_path / "atl" / "layer0-1" / "last.pt")
+    weighted = F.binary_cross_entropy_with_logits(logits, labels, pos_weight=torch.tensor([4.0]))
+    assert last["val_losses"] == [pytest.approx(float(weighted), rel=1e-4)]
+    assert float(weighted) != pytest.approx(float(F.binary_cross_entropy_with_logits(logits, labels)), rel=1e-3)
 
 
 def test_outputs_table_choice_figures_and_chosen_model(exhaustive) -> None:
@@ -134,7 +150,9 @@ def test_frozen_stages_keep_weights_and_bn_statistics_unfrozen_ones_learn(exhaus
             # and they are the source's (the first convolution was regrouped to 3 input channels)
             assert all(torch.equal(trained[k], source_state[k]) for k in keys if k != FIRST_CONV_KEY)
         else:
-            assert any(not torch.equal(trained[k], start[k]) for k in keys if k not in stats), f"{stage} learned nothing"
+            assert any(not torch.equal(trained[k], start[k]) for k in keys if k not in stats), (
+                f"{stage} learned nothing"
+            )
             assert any(not torch.equal(trained[k], start[k]) for k in stats), f"{stage} BN statistics did not move"
     assert not torch.equal(trained[f"{HEAD}.weight"], start[f"{HEAD}.weight"])
 
@@ -198,7 +216,9 @@ def test_collapse_flag_fires_on_a_constant_predictor(tmp_path, source, logit_sd,
     dataset = handler.validator.data_loader.dataset
     contract = Contract(**dataset.recipe.contract_fields(), network=dict(net.factory_args), decision_threshold=0.5)
     handler.state.save_epoch(
-        "layer0", 0.69, {"network": net.state_dict(), "epoch": 1},
+        "layer0",
+        0.69,
+        {"network": net.state_dict(), "epoch": 1},
         best_checkpoint=lambda path: save_checkpoint(path, net.state_dict(), contract),
     )
     result = handler.evaluate_depth("layer0")
@@ -243,7 +263,9 @@ def test_resume_after_sigkill_continues_without_retraining(tmp_path, source, exh
         f[depth] = atl_objective(losses)
     assert (out / "atl" / "none" / "last.pt").stat().st_mtime_ns == done_before["none"]  # never retrained
     assert _progress(out, "none") == finished
-    assert json.loads((out / "atl_choice.json").read_text())["theta"] == min(["none", "layer0-1", "layer0-4"], key=f.get)
+    assert json.loads((out / "atl_choice.json").read_text())["theta"] == min(
+        ["none", "layer0-1", "layer0-4"], key=f.get
+    )
 
 
 def test_settings_of_another_search_are_refused(exhaustive, source) -> None:
