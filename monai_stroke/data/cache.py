@@ -24,6 +24,7 @@ them from the shared cache, so a series is ingested once per run, not once per r
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -296,7 +297,7 @@ class SampleDataset(torch.utils.data.Dataset):
         """The names of the network outputs; the table has a ``label_<name>`` column for each (subclasses)."""
         raise NotImplementedError
 
-    @property
+    @functools.cached_property
     def labels(self) -> torch.Tensor:
         """Every sample's 0/1 labels ``(N, K)`` in sample order, from the table: no image is loaded."""
         columns = [f"label_{name}" for name in self.output_names]

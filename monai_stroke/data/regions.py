@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
-import torch
 
 from monai_stroke.contract import Contract
 from monai_stroke.data.cache import (
@@ -88,13 +87,12 @@ class RegionDataset(SampleDataset):
         super().__init__(patients, table, transform)
         self.recipe = recipe
         self.task = str(recipe.task)
-        self._labels = torch.tensor(self.table[f"label_{self.task}"].to_numpy(dtype="float32"))
 
     def make_sample(self, patient: Sequence[Mapping[str, Any]], row: Mapping[str, Any]) -> dict[str, Any]:
         sample = dict(patient[row["region_index"]])  # shallow: the cached crop is not modified in place
         sample.pop(CACHE_KEY, None)
         sample["category"] = row["category"]
-        sample["label"] = self._labels[row["sample_id"]].reshape(1)
+        sample["label"] = self.labels[row["sample_id"]]
         sample["patient_id"] = row["patient_id"]
         return sample
 
@@ -158,9 +156,7 @@ def _sample_table(
     labelled_only: bool,
 ) -> pd.DataFrame:
     split_of = dict(zip(dataset.cohort["patient_id"], dataset.cohort["split"], strict=True))
-    categories = {
-        (r.patient_id, r.side, r.region): r.category for r in dataset.regions.itertuples(index=False)
-    }
+    categories = {(r.patient_id, r.side, r.region): r.category for r in dataset.regions.itertuples(index=False)}
     rows = []
     for position, (pid, regions) in enumerate(zip(patient_ids, patients, strict=True)):
         for index, region in enumerate(regions):

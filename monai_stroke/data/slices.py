@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
@@ -162,13 +161,12 @@ class SliceDataset(SampleDataset):
     ) -> None:
         super().__init__(patients, table, transform)
         self.recipe = recipe
-        self._labels = torch.tensor(self.table[[f"label_{n}" for n in HEMORRHAGE_LABELS]].to_numpy(np.float32))
 
     def make_sample(self, patient: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
         return {
             "image": patient["image"],
             "slice_index": int(row["slice_index"]),
-            "label": self._labels[row["sample_id"]],
+            "label": self.labels[row["sample_id"]],
             "patient_id": row["patient_id"],
         }
 
